@@ -1,3 +1,73 @@
-"""`avssl` command line (placeholder until the subcommands land)."""
-def main() -> None:
-    raise SystemExit("avssl: no commands yet")
+"""The `avssl` command: one entry point, one subcommand per job.
+
+Each subcommand lives in the module that implements it and exposes ``add_arguments(parser)`` and
+``run(args) -> int``; this file only maps names to modules (imported lazily, so `avssl --help`
+stays fast). Known user errors (bad config, missing manifest, bad arguments) print one line and
+exit with code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "preprocess": ("avssl.preprocess.cli", "re-encode a folder of videos, extract audio, "
+                                           "write manifest.jsonl"),
+    "make-synthetic": ("avssl.data.synthetic", "generate the synthetic audio-visual dataset"),
+    "audio-stats": ("avssl.data.audio", "per-frequency-bin spectrogram statistics of a dataset"),
+    "config": ("avssl.cli_config", "print a resolved config (checks it)"),
+    "demo": ("avssl.demo", "the whole pipeline on the synthetic dataset, on CPU"),
+}
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit code 2."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from avssl.config import ConfigError
+    from avssl.data.manifest import ManifestError
+
+    return (UsageError, ConfigError, ManifestError, FileNotFoundError)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s module is imported to add its arguments."""
+    from avssl import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="avssl", description="Audio-visual self-supervised learning toolkit.")
+    parser.add_argument("--version", action="version", version=f"avssl {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        if name == command:
+            importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and argv[0] in COMMANDS else None
+    args = build_parser(command).parse_args(argv)
+    if args.command is None:
+        build_parser().print_help()
+        return 2
+    module = importlib.import_module(args._module)
+    try:
+        return int(module.run(args) or 0)
+    except _user_errors() as e:
+        print(f"avssl {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"avssl {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

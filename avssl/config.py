@@ -11,6 +11,7 @@ with one line naming the file and the dotted key; the CLI prints it and exits wi
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -195,7 +196,7 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
         return data
     if not isinstance(base, str):
         raise ConfigError(f"{path}: base: expected a file name, got {base!r}")
-    parent = _read_yaml(path.parent / base, chain + (path,))
+    parent = _read_yaml(path.parent / base, (*chain, path))
     return _merge(parent, data)
 
 
@@ -272,9 +273,8 @@ def _convert(value: Any, tp: Any, key: str, src: str) -> Any:
                 return float(value)
             except ValueError:
                 pass
-    elif tp is str:
-        if isinstance(value, str):
-            return value
+    elif tp is str and isinstance(value, str):
+        return value
     raise ConfigError(f"{src}: {key}: expected {_type_name(tp)}, got {value!r}")
 
 
@@ -285,7 +285,7 @@ def _build(cls: type[T], values: dict[str, Any], prefix: str, src: str) -> T:
     for k, v in values.items():
         key = f"{prefix}.{k}" if prefix else str(k)
         if k not in fields:
-            close = [f for f in fields if f.startswith(str(k)[:3])]
+            close = difflib.get_close_matches(str(k), list(fields), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(fields)})"
             raise ConfigError(f"{src}: {key}: unknown key{hint}")
         val = _convert(v, hints[k], key, src)

@@ -1,0 +1,116 @@
+"""Config loading: inheritance, overrides, and one-line errors naming file and key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from avssl.config import Config, ConfigError, load_config, save_config
+
+
+@pytest.fixture
+def manifest(tmp_path: Path) -> Path:
+    p = tmp_path / "manifest.jsonl"
+    p.write_text("")
+    return p
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_defaults_match_reference(manifest: Path, tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path / "c.yaml", f"data: {{manifest: {manifest}}}\n"))
+    assert isinstance(cfg, Config)
+    assert cfg.data.audio.n_fft == 1024 and cfg.data.audio.hop_length == 240
+    assert cfg.data.audio.sample_rate == 24000 and cfg.data.audio.duration == 2.0
+    assert cfg.method.temperature == 0.07 and cfg.method.num_negatives == 1024
+    assert cfg.method.memory_momentum == 0.5 and cfg.method.num_positives == 32
+    assert cfg.data.video.color_jitter == [0.4, 0.4, 0.4, 0.2]
+
+
+def test_base_inheritance_and_merge(manifest: Path, tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    write(tmp_path / "base.yaml",
+          f"seed: 3\ndata:\n  manifest: {manifest}\n  video: {{num_frames: 16, fps: 8}}\n")
+    child = write(tmp_path / "sub" / "child.yaml",
+                  "base: ../base.yaml\ndata:\n  video: {num_frames: 4}\noptim: {lr: 1e-3}\n")
+    cfg = load_config(child)
+    assert cfg.seed == 3
+    assert cfg.data.video.num_frames == 4  # child wins
+    assert cfg.data.video.fps == 8.0  # merged from base, int -> float
+    assert cfg.optim.lr == pytest.approx(1e-3)  # YAML 1.1 reads "1e-3" as a string
+
+
+def test_overrides(manifest: Path, tmp_path: Path) -> None:
+    c = write(tmp_path / "c.yaml", f"data: {{manifest: {manifest}}}\n")
+    cfg = load_config(c, ["optim.lr=5e-4", "data.split=null", "data.video.flip=false",
+                          "model.head.hidden=[256]"])
+    assert cfg.optim.lr == pytest.approx(5e-4)
+    assert cfg.data.split is None
+    assert cfg.data.video.flip is False
+    assert cfg.model.head.hidden == [256]
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("data: {manifst: x}\n", "data.manifst: unknown key"),
+    ("data: {batch_size: many}\n", "data.batch_size: expected int, got 'many'"),
+    ("data: {batch_size: 1.5}\n", "data.batch_size: expected int"),
+    ("data: {video: {flip: 3}}\n", "data.video.flip: expected bool"),
+    ("optim: {lr: -1}\n", "optim.lr: -1.0 is below the minimum 0.0"),
+    ("data: {audio: {volume_jitter: 2}}\n", "data.audio.volume_jitter: 2.0 is above the maximum"),
+    ("data: {backend: ffmpeg}\n", "data.backend: 'ffmpeg' is not one of ['pyav', 'decord']"),
+    ("data: {video: {mean: [0.1, x]}}\n", "data.video.mean[1]: expected float"),
+    ("data: 5\n", "data: expected a mapping"),
+    ("data: {manifest: /no/such/manifest.jsonl}\n", "data.manifest: file not found"),
+    ("seed: 1\n", "data.manifest: required"),
+    ("data: [unclosed\n", "invalid YAML"),
+    ("base: missing.yaml\n", "base: config file not found"),
+])
+def test_errors_name_file_and_key(tmp_path: Path, text: str, needle: str) -> None:
+    c = write(tmp_path / "bad.yaml", text)
+    with pytest.raises(ConfigError) as e:
+        load_config(c)
+    msg = str(e.value)
+    assert needle in msg
+    assert "bad.yaml" in msg
+    assert "\n" not in msg
+
+
+def test_override_errors(manifest: Path, tmp_path: Path) -> None:
+    c = write(tmp_path / "c.yaml", f"data: {{manifest: {manifest}}}\n")
+    with pytest.raises(ConfigError, match=r"optim.lrr: unknown key .*did you mean 'lr'"):
+        load_config(c, ["optim.lrr=1"])
+    with pytest.raises(ConfigError, match=r"expected key\.sub=value"):
+        load_config(c, ["optim.lr"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_circular_base(tmp_path: Path) -> None:
+    write(tmp_path / "a.yaml", "base: b.yaml\n")
+    write(tmp_path / "b.yaml", "base: a.yaml\n")
+    with pytest.raises(ConfigError, match="circular"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_saved_config_round_trips(manifest: Path, tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path / "c.yaml", f"data: {{manifest: {manifest}}}\n"),
+                      ["train.epochs=3", "data.audio.feature=logmel"])
+    save_config(cfg, tmp_path / "resolved.yaml")
+    again = load_config(tmp_path / "resolved.yaml")
+    assert again == cfg
+
+
+def test_cli_exit_code_2_without_traceback(tmp_path: Path) -> None:
+    c = write(tmp_path / "bad.yaml", "optim: {lr: fast}\n")
+    r = subprocess.run([sys.executable, "-m", "avssl.cli", "config", str(c)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "optim.lr: expected float, got 'fast'" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
