@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                            "write manifest.jsonl"),
     "make-synthetic": ("avssl.data.synthetic", "generate the synthetic audio-visual dataset"),
     "audio-stats": ("avssl.data.audio", "per-frequency-bin spectrogram statistics of a dataset"),
+    "train": ("avssl.engine.cli", "train a method from a YAML config (torchrun for DDP)"),
     "config": ("avssl.cli_config", "print a resolved config (checks it)"),
     "demo": ("avssl.demo", "the whole pipeline on the synthetic dataset, on CPU"),
 }
@@ -31,8 +32,9 @@ class UsageError(Exception):
 def _user_errors() -> tuple[type[BaseException], ...]:
     from avssl.config import ConfigError
     from avssl.data.manifest import ManifestError
+    from avssl.engine.checkpoint import CheckpointError
 
-    return (UsageError, ConfigError, ManifestError, FileNotFoundError)
+    return (UsageError, ConfigError, ManifestError, CheckpointError, FileNotFoundError)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -305,8 +305,6 @@ def _check(meta: Any, val: Any, key: str, src: str) -> None:
             raise ConfigError(f"{src}: {key}: {val} is below the minimum {lo}")
         if hi is not None and val > hi:
             raise ConfigError(f"{src}: {key}: {val} is above the maximum {hi}")
-    if meta.get("exists") and isinstance(val, str) and val and not Path(val).exists():
-        raise ConfigError(f"{src}: {key}: file not found: {val}")
 
 
 def _check_required(obj: Any, prefix: str, src: str) -> None:
@@ -317,6 +315,8 @@ def _check_required(obj: Any, prefix: str, src: str) -> None:
             _check_required(val, key, src)
         elif f.metadata.get("exists") and val == "":
             raise ConfigError(f"{src}: {key}: required (path to an existing file)")
+        elif f.metadata.get("exists") and isinstance(val, str) and not Path(val).exists():
+            raise ConfigError(f"{src}: {key}: file not found: {val}")
 
 
 def from_dict(values: dict[str, Any], cls: type[T] = Config, src: str = "<config>",  # type: ignore[assignment]

@@ -114,3 +114,19 @@ def test_cli_exit_code_2_without_traceback(tmp_path: Path) -> None:
     assert "optim.lr: expected float, got 'fast'" in r.stderr
     assert "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_shipped_configs_load() -> None:
+    """Every YAML under configs/ is valid (paths to data are not required to exist here)."""
+    root = Path(__file__).resolve().parents[1] / "configs"
+    files = sorted(root.rglob("*.yaml"))
+    assert len(files) >= 6
+    for f in files:
+        load_config(f, require_paths=False)
+    avid = load_config(root / "avid" / "kinetics.yaml", require_paths=False)
+    assert (avid.data.batch_size, avid.optim.lr, avid.train.epochs) == (256, 2e-4, 30)
+    assert avid.data.clips_per_video == 10
+    cma = load_config(root / "cma" / "audioset.yaml", require_paths=False)
+    assert (cma.method.name, cma.data.batch_size, cma.optim.lr, cma.train.epochs) == (
+        "cma", 160, 1e-4, 40)
+    assert cma.method.resample_every == 10 and cma.method.num_positives == 32

@@ -1,0 +1,84 @@
+"""Run logging: ``metrics.jsonl``, TensorBoard scalars and a loss-curve PNG (main rank only)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from avssl.utils.atomic import atomic_path
+
+
+class RunLogger:
+    """Appends one JSON line per logged step to ``run_dir/metrics.jsonl`` and mirrors the
+    scalars to TensorBoard under ``run_dir/tb``. Inactive (no files) when ``enabled`` is False.
+    """
+
+    def __init__(self, run_dir: Path, enabled: bool = True) -> None:
+        self.run_dir, self.enabled = Path(run_dir), enabled
+        self._tb = None
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.run_dir / "tb"))
+            self._file = open(self.run_dir / "metrics.jsonl", "a")  # noqa: SIM115
+
+    def log(self, step: int, values: dict[str, Any], kind: str = "train") -> None:
+        if not self.enabled:
+            return
+        row = {"kind": kind, "step": step, "time": round(time.time(), 3), **values}
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+        assert self._tb is not None
+        for k, v in values.items():
+            if isinstance(v, (int, float)):
+                self._tb.add_scalar(f"{kind}/{k}", v, step)
+
+    def close(self) -> None:
+        if self.enabled:
+            self._file.close()
+            assert self._tb is not None
+            self._tb.close()
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Rows of a metrics.jsonl; a step logged twice (a resumed run) keeps its last value."""
+    rows: dict[tuple[str, int], dict[str, Any]] = {}
+    with open(path) as f:
+        for line in f:
+            if line.strip():
+                r = json.loads(line)
+                rows[(r["kind"], r["step"])] = r
+    return sorted(rows.values(), key=lambda r: (r["kind"], r["step"]))
+
+
+def plot_losses(run_dir: Path) -> Path | None:
+    """``plots/loss.png``: every ``loss*`` series of the training rows against the step."""
+    metrics = Path(run_dir) / "metrics.jsonl"
+    if not metrics.is_file():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in read_metrics(metrics) if r["kind"] == "train"]
+    keys = sorted({k for r in rows for k in r if k.startswith("loss")})
+    if not keys:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for k in keys:
+        pts = [(r["step"], r[k]) for r in rows if k in r]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], label=k, lw=2 if k == "loss" else 1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(Path(run_dir).name)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    out = Path(run_dir) / "plots" / "loss.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return out

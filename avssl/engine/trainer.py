@@ -1,0 +1,268 @@
+"""The training loop: one process, or one per GPU/CPU slot under ``torchrun`` (DDP).
+
+Checkpoints (``checkpoints/last.pt`` every epoch and every ``checkpoint_every_steps`` steps, plus
+``epoch_K.pt``) hold everything a resume needs: the method's state (weights, memory banks, Z,
+positive sets), optimizer, scheduler, RNG state and the position in the epoch. All sample
+randomness derives from (seed, epoch, index), so a run killed at any point and resumed with
+``--resume`` ends with the same weights as an uninterrupted one (``train.deterministic``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import signal
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from avssl.config import Config, save_config, to_dict
+from avssl.data.dataset import AVClipDataset
+from avssl.data.sampler import ResumableSampler
+from avssl.engine import distributed as dist
+from avssl.engine.checkpoint import load_checkpoint, model_state, save_checkpoint
+from avssl.engine.logging import RunLogger, plot_losses
+from avssl.engine.optim import build_optimizer, build_scheduler
+from avssl.methods import build_method
+
+# Tests set this to SIGKILL the process right after the given global step (a real crash).
+KILL_AT_STEP_ENV = "AVSSL_TEST_KILL_AT_STEP"
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def move(batch: dict[str, Any], device: torch.device, channels_last: bool) -> dict[str, Any]:
+    out = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
+           for k, v in batch.items()}
+    if channels_last and "video" in out:
+        out["video"] = out["video"].contiguous(memory_format=torch.channels_last_3d)
+    return out
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def init_from_checkpoint(method: nn.Module, path: str) -> list[str]:
+    """Start (e.g. CMA) from another run's weights, banks and Z; returns the keys not found."""
+    state = model_state(load_checkpoint(path))
+    missing, unexpected = method.load_state_dict(state, strict=False)
+    if unexpected:
+        raise ValueError(f"method.init_from: {path} has keys this method does not know: "
+                         f"{unexpected[:5]}")
+    return list(missing)
+
+
+class Trainer:
+    """Builds data, method, optimizer from a config and runs (or resumes) the training."""
+
+    def __init__(self, cfg: Config, run_dir: str | Path, resume: bool = False,
+                 progress: bool = True) -> None:
+        self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
+        self.info = dist.init_distributed()
+        self.device = self.info.device
+        seed_everything(cfg.seed + self.info.rank, cfg.train.deterministic)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        if self.info.rank == 0:
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+        dist.barrier()
+
+        d = cfg.data
+        self.dataset = AVClipDataset(d.manifest, d, split=d.split, train=True, seed=cfg.seed)
+        world = self.info.world_size
+        if d.batch_size % world:
+            raise ValueError(f"data.batch_size={d.batch_size} is not divisible by the "
+                             f"{world} processes")
+        self.local_batch = d.batch_size // world
+        self.sampler = ResumableSampler(len(self.dataset), shuffle=True, seed=cfg.seed,
+                                        rank=self.info.rank, world_size=world)
+        self.steps_per_epoch = self.sampler.per_rank // self.local_batch
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"data.batch_size={d.batch_size} is larger than the "
+                             f"{len(self.dataset)} clips of split {d.split!r}")
+
+        self.method = build_method(cfg, num_rows=self.dataset.num_videos).to(self.device)
+        if cfg.train.channels_last:
+            self.method = self.method.to(memory_format=torch.channels_last_3d)
+        if cfg.method.init_from and not resume:
+            init_from_checkpoint(self.method, cfg.method.init_from)
+        self.model: nn.Module = self.method
+        if world > 1:
+            # Banks are kept identical by gathered updates: never broadcast them every step.
+            self.model = DistributedDataParallel(
+                self.method, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                broadcast_buffers=False)
+        self.optimizer = build_optimizer(self.method.parameters(), cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.steps_per_epoch,
+                                         cfg.train.epochs)
+        self.scaler = torch.amp.GradScaler(enabled=cfg.train.amp == "fp16"
+                                           and self.device.type == "cuda")
+        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        if resume:
+            self._resume()
+        self.logger = RunLogger(self.run_dir, enabled=self.info.rank == 0)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state(self) -> dict[str, Any]:
+        return {
+            "model": unwrap(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
+            "config": to_dict(self.cfg),
+        }
+
+    def save(self, epoch_end: bool) -> None:
+        if self.info.rank != 0:
+            return
+        state = self.state()
+        save_checkpoint(state, self.ckpt_dir / "last.pt")
+        if epoch_end:
+            save_checkpoint(state, self.ckpt_dir / f"epoch_{self.epoch}.pt")
+
+    def _resume(self) -> None:
+        path = self.ckpt_dir / "last.pt"
+        if not path.is_file():
+            if dist.is_main():
+                print(f"no checkpoint at {path}: starting from scratch")
+            return
+        ckpt = load_checkpoint(path, map_location=self.device)
+        unwrap(self.model).load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.epoch, self.step_in_epoch = ckpt["epoch"], ckpt["step_in_epoch"]
+        self.global_step = ckpt["global_step"]
+        torch.set_rng_state(ckpt["rng_cpu"])
+        if ckpt.get("rng_cuda") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(ckpt["rng_cuda"].cpu())
+        if self.info.world_size > 1:  # ranks drew different negatives: re-seed per rank
+            torch.manual_seed(self.cfg.seed + 7919 * self.global_step + self.info.rank)
+        if dist.is_main():
+            print(f"resumed from {path}: epoch {self.epoch}, step {self.step_in_epoch}/"
+                  f"{self.steps_per_epoch}")
+
+    # ------------------------------------------------------------------ loop
+    def _loader(self) -> DataLoader:
+        self.dataset.set_epoch(self.epoch)
+        self.sampler.set_epoch(self.epoch, skip=self.step_in_epoch * self.local_batch)
+        d = self.cfg.data
+        return DataLoader(self.dataset, batch_size=self.local_batch, sampler=self.sampler,
+                          num_workers=d.num_workers, drop_last=True,
+                          pin_memory=self.device.type == "cuda",
+                          persistent_workers=False,
+                          # own generator: workers' base seed must not consume the global RNG
+                          # (negatives), or a resumed run would drift from an uninterrupted one
+                          generator=torch.Generator().manual_seed(self.cfg.seed + self.epoch),
+                          prefetch_factor=4 if d.num_workers > 0 else None)
+
+    def _autocast(self) -> Any:
+        amp = self.cfg.train.amp
+        if amp == "none":
+            return nullcontext()
+        dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
+        with self._autocast():
+            out = self.model(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(out["loss"]).backward()
+        if self.cfg.optim.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.method.parameters(), self.cfg.optim.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        vals = {k: float(v.detach()) for k, v in out.items() if torch.is_tensor(v) and v.ndim == 0}
+        if not math.isfinite(vals["loss"]):
+            raise FloatingPointError(f"loss is {vals['loss']} at step {self.global_step}; "
+                                     "lower optim.lr or set optim.grad_clip")
+        return vals
+
+    def fit(self) -> dict[str, Any]:
+        cfg = self.cfg
+        kill_at = int(os.environ.get(KILL_AT_STEP_ENV, "-1"))
+        results: dict[str, Any] = {}
+        while self.epoch < cfg.train.epochs:
+            self.method.train()
+            mined = self.method.on_epoch_start(self.epoch)
+            if mined:
+                self.logger.log(self.global_step, mined, kind="epoch")
+            bar = tqdm(self._loader(), total=self.steps_per_epoch, initial=self.step_in_epoch,
+                       desc=f"epoch {self.epoch + 1}/{cfg.train.epochs}", leave=False,
+                       disable=not (self.progress and dist.is_main()), dynamic_ncols=True)
+            t_last, sums, n = time.perf_counter(), {}, 0
+            for batch in bar:
+                vals = self.train_step(move(batch, self.device, cfg.train.channels_last))
+                self.step_in_epoch += 1
+                self.global_step += 1
+                n += 1
+                for k, v in vals.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                now = time.perf_counter()
+                clips_s = cfg.data.batch_size / max(now - t_last, 1e-9)
+                t_last = now
+                bar.set_postfix(loss=f"{vals['loss']:.3f}", clips_s=f"{clips_s:.1f}")
+                if self.global_step % cfg.train.log_every_steps == 0:
+                    self.logger.log(self.global_step, {**vals, "clips_per_s": clips_s,
+                                                       "lr": self.scheduler.get_last_lr()[0],
+                                                       "epoch": self.epoch})
+                every = cfg.train.checkpoint_every_steps
+                if every and self.global_step % every == 0 and \
+                        self.step_in_epoch < self.steps_per_epoch:
+                    self.save(epoch_end=False)
+                if self.global_step == kill_at:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            bar.close()
+            means = {f"epoch_{k}": v / max(n, 1) for k, v in sums.items()}
+            self.epoch += 1
+            self.step_in_epoch = 0
+            self.logger.log(self.global_step, {**means, "epoch": self.epoch}, kind="epoch")
+            self.save(epoch_end=True)
+            if dist.is_main() and self.progress and n:
+                print(f"epoch {self.epoch}/{cfg.train.epochs}: loss {means['epoch_loss']:.4f}")
+        if dist.is_main():
+            plot_losses(self.run_dir)
+            if cfg.train.eval_retrieval and cfg.data.eval_split:
+                from avssl.eval.retrieval import evaluate_cross_modal
+
+                results = evaluate_cross_modal(self.method, cfg, self.device,
+                                               progress=self.progress)
+                self.logger.log(self.global_step, results, kind="eval")
+        dist.barrier()
+        self.logger.close()
+        return results
+
+
+def train(cfg: Config, run_dir: str | Path, resume: bool = False,
+          progress: bool = True) -> dict[str, Any]:
+    """Train ``cfg`` into ``run_dir`` (resuming from its last checkpoint when asked)."""
+    trainer = Trainer(cfg, run_dir, resume=resume, progress=progress)
+    try:
+        return trainer.fit()
+    finally:
+        dist.cleanup()

@@ -1,0 +1,1 @@
+"""Evaluation: retrieval, probes, fine-tuning, localization metrics."""

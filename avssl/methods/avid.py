@@ -1,0 +1,92 @@
+"""AVID: audio-visual instance discrimination against per-modality memory banks.
+
+Morgado, Vasconcelos, Misra. "Audio-Visual Instance Discrimination with Cross-Modal Agreement",
+CVPR 2021. Each video instance i owns a row in a video bank and an audio bank. The published
+(cross-modal) variant scores the video embedding against the audio bank and the audio embedding
+against the video bank; the positive is instance i's own row, K negatives are drawn uniformly.
+Self-modal (video vs video bank, audio vs audio bank) and joint (both) are the paper's ablations.
+
+Distributed policy: every rank draws its own negatives; the banks are updated with the
+all-gathered embeddings so all ranks hold identical banks (see :mod:`avssl.memory.bank`); the
+noise constant Z is estimated on the first batch, averaged across ranks, then frozen.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from avssl.config import Config
+from avssl.losses.nce import NCEConstant, info_nce_loss, nce_loss
+from avssl.memory.bank import MemoryBank
+from avssl.methods.base import AVEncoders, float32
+
+# variant -> the (embedding, bank) pairs it scores: "v" video embedding, "a" audio embedding
+TERMS = {
+    "cross": (("v", "audio"), ("a", "video")),
+    "self": (("v", "video"), ("a", "audio")),
+    "joint": (("v", "audio"), ("a", "video"), ("v", "video"), ("a", "audio")),
+}
+
+
+class ContrastTerm(nn.Module):
+    """One embedding-vs-bank NCE term with its own frozen noise constant log Z."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.z = NCEConstant()
+
+    def forward(self, emb: Tensor, bank: MemoryBank, pos_idx: Tensor, neg_idx: Tensor,
+                temperature: float, loss: str) -> Tensor:
+        """emb (B, D) normalized; pos_idx (B, P); neg_idx (B, K) -> scalar loss."""
+        emb = float32(emb)
+        pos = torch.einsum("bd,bpd->bp", emb, bank.rows(pos_idx)) / temperature
+        neg = torch.einsum("bd,bkd->bk", emb, bank.rows(neg_idx)) / temperature
+        if loss == "infonce":
+            return info_nce_loss(pos, neg)
+        log_z = self.z(neg.detach(), bank.num_rows)  # estimated on the first batch, then frozen
+        return nce_loss(pos, neg, log_z, bank.num_rows)
+
+
+class AVID(nn.Module):
+    """Encoders + heads, a memory bank per modality, and the AVID objective."""
+
+    def __init__(self, cfg: Config, num_rows: int) -> None:
+        super().__init__()
+        m = cfg.method
+        self.cfg = m
+        self.encoders = AVEncoders(cfg)
+        dim = self.encoders.embed_dim
+        self.memory = nn.ModuleDict({
+            "video": MemoryBank(num_rows, dim, momentum=m.memory_momentum, seed=cfg.seed),
+            "audio": MemoryBank(num_rows, dim, momentum=m.memory_momentum, seed=cfg.seed + 1),
+        })
+        self.num_negatives = min(m.num_negatives, num_rows - 1)
+        self.terms = nn.ModuleDict({f"{e}2{b}": ContrastTerm() for e, b in TERMS[m.variant]})
+
+    def instance_terms(self, emb: dict[str, Tensor], idx: Tensor) -> dict[str, Tensor]:
+        """Instance discrimination: positive = own row, K uniform negatives (self excluded)."""
+        neg_idx = self.memory["video"].sample_negatives(idx, self.num_negatives)
+        out = {}
+        for name, term in self.terms.items():
+            e, b = name.split("2")
+            out[f"loss_{name}"] = term(emb[e], self.memory[b], idx[:, None], neg_idx,
+                                       self.cfg.temperature, self.cfg.loss)
+        return out
+
+    def update_memory(self, emb: dict[str, Tensor], idx: Tensor) -> None:
+        self.memory["video"].update(idx, emb["v"].detach())
+        self.memory["audio"].update(idx, emb["a"].detach())
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """batch: video (B,3,T,H,W), audio (B,1,T_a,F), index (B,) -> {loss, loss_<term>...}."""
+        v, a = self.encoders(batch)
+        emb = {"v": v, "a": a}
+        idx = batch["index"].to(v.device)
+        parts = self.instance_terms(emb, idx)
+        loss = torch.stack(list(parts.values())).mean()
+        self.update_memory(emb, idx)  # after scoring: the positive is the bank's old row
+        return {"loss": loss, **parts}
+
+    def on_epoch_start(self, epoch: int) -> dict[str, float]:
+        return {}

@@ -1,0 +1,42 @@
+"""The pair of encoders with their heads that every audio-visual method trains."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from avssl.config import Config
+from avssl.models import build_audio_encoder, build_head, build_video_encoder
+
+
+class AVEncoders(nn.Module):
+    """Video encoder + projection head and audio encoder + projection head.
+
+    Attribute names (``video``, ``video_head``, ``audio``, ``audio_head``) are part of the
+    checkpoint layout (see :mod:`avssl.models.convert`).
+    """
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__()
+        self.video = build_video_encoder(cfg.model.video)
+        self.audio = build_audio_encoder(cfg.model.audio)
+        self.video_head = build_head(self.video.out_dim, cfg.model.head)
+        self.audio_head = build_head(self.audio.out_dim, cfg.model.head)
+        self.embed_dim = cfg.model.head.out_dim
+
+    def embed_video(self, video: Tensor) -> Tensor:
+        """(B, 3, T, H, W) -> L2-normalized (B, D)."""
+        return F.normalize(self.video_head(self.video(video)), dim=1)
+
+    def embed_audio(self, audio: Tensor) -> Tensor:
+        """(B, 1, T_a, F) -> L2-normalized (B, D)."""
+        return F.normalize(self.audio_head(self.audio(audio)), dim=1)
+
+    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        return self.embed_video(batch["video"]), self.embed_audio(batch["audio"])
+
+
+def float32(x: Tensor) -> Tensor:
+    """Scores and losses are computed in fp32 even under bf16/fp16 autocast."""
+    return x.float() if x.dtype != torch.float32 else x

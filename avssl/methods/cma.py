@@ -1,0 +1,101 @@
+"""CMA: cross-modal agreement, AVID's second stage (Morgado et al., CVPR 2021).
+
+Instances whose video AND audio memories are both close to instance i's form i's positive set:
+agreement(i, j) = min(video_sim(i, j), audio_sim(i, j)), top ``num_positives`` (self excluded).
+The loss mixes the cross-modal instance NCE of AVID with a within-modal NCE in which the
+positive-set memories are positives against ``positive_negatives`` negatives drawn outside the
+set. Training starts from an AVID checkpoint (``method.init_from``); the sets are re-mined every
+``resample_every`` epochs and saved with the checkpoint.
+
+Mining never builds the N x N matrix: rows are processed in chunks of ``mining_chunk``, so memory
+is O(chunk * N + N * k). Every rank mines from its identical banks, so the sets agree.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import Tensor, nn
+
+from avssl.config import Config
+from avssl.methods.avid import AVID, ContrastTerm
+
+
+@torch.no_grad()
+def mine_positive_sets(video_mem: Tensor, audio_mem: Tensor, k: int, chunk: int = 4096) -> Tensor:
+    """Top-``k`` cross-modal agreement neighbours of every row, self excluded.
+
+    video_mem, audio_mem: (N, D) L2-normalized memories. Returns (N, k) long, sorted by
+    decreasing agreement. Time O(N^2 D), memory O(chunk * N).
+    """
+    n = video_mem.shape[0]
+    if k >= n:
+        raise ValueError(f"num_positives={k} must be smaller than the number of instances ({n})")
+    out = torch.empty(n, k, dtype=torch.long, device=video_mem.device)
+    for s in range(0, n, chunk):
+        e = min(s + chunk, n)
+        agree = torch.minimum(video_mem[s:e] @ video_mem.T, audio_mem[s:e] @ audio_mem.T)
+        agree[torch.arange(e - s), torch.arange(s, e)] = -float("inf")  # self is no positive
+        out[s:e] = agree.topk(k, dim=1).indices
+        del agree
+    return out
+
+
+class CMA(AVID):
+    """AVID encoders and banks + positive sets mined by cross-modal agreement."""
+
+    def __init__(self, cfg: Config, num_rows: int) -> None:
+        super().__init__(cfg, num_rows)
+        m = cfg.method
+        if m.variant != "cross":
+            raise ValueError("method.variant: CMA builds on the cross-modal AVID variant")
+        self.num_positives = min(m.num_positives, num_rows - 2)
+        self.num_within_negatives = min(m.positive_negatives, num_rows - self.num_positives - 1)
+        self.register_buffer("positive_set",
+                             torch.full((num_rows, self.num_positives), -1, dtype=torch.long))
+        self.register_buffer("mined_epoch", torch.tensor(-1))
+        self.within = nn.ModuleDict({"v2video": ContrastTerm(), "a2audio": ContrastTerm()})
+
+    def on_epoch_start(self, epoch: int) -> dict[str, float]:
+        """Re-mine every ``resample_every`` epochs (and whenever no sets exist yet)."""
+        never = int(self.mined_epoch) < 0
+        if not never and (epoch % self.cfg.resample_every != 0 or int(self.mined_epoch) == epoch):
+            return {}
+        t0 = time.perf_counter()
+        sets = mine_positive_sets(self.memory["video"].memory, self.memory["audio"].memory,
+                                  self.num_positives, self.cfg.mining_chunk)
+        self.positive_set.copy_(sets)
+        self.mined_epoch.fill_(epoch)
+        return {"cma_mining_s": time.perf_counter() - t0}
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """batch: video, audio, index -> {loss, instance and positive-set terms}."""
+        if int(self.mined_epoch) < 0:
+            raise RuntimeError("CMA positive sets were never mined: call on_epoch_start first")
+        v, a = self.encoders(batch)
+        emb = {"v": v, "a": a}
+        idx = batch["index"].to(v.device)
+        cross = self.instance_terms(emb, idx)
+        pos = self.positive_set[idx]  # (B, P)
+        excluded = torch.cat([idx[:, None], pos], dim=1)
+        neg = self.memory["video"].sample_negatives_excluding(excluded, self.num_within_negatives)
+        within = {}
+        for name, term in self.within.items():
+            e, b = name.split("2")
+            within[f"loss_{name}_pos"] = term(emb[e], self.memory[b], pos, neg,
+                                              self.cfg.temperature, self.cfg.loss)
+        loss = (self.cfg.cross_weight * torch.stack(list(cross.values())).mean()
+                + self.cfg.within_weight * torch.stack(list(within.values())).mean())
+        self.update_memory(emb, idx)
+        return {"loss": loss, **cross, **within}
+
+
+def positive_set_purity(positive_set: Tensor, labels: Tensor) -> float:
+    """Fraction of positive-set members sharing the anchor's label (a check on synthetic data).
+
+    positive_set: (N, P) long; labels: (N,) long, -1 for unknown (ignored).
+    """
+    known = labels >= 0
+    same = labels[positive_set] == labels[:, None]
+    return float(same[known].float().mean()) if known.any() else float("nan")
