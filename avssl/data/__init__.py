@@ -1,0 +1,1 @@
+"""Data path: manifests, decoding backends, clip sampling, audio features, transforms, datasets."""
