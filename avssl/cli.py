@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "make-synthetic": ("avssl.data.synthetic", "generate the synthetic audio-visual dataset"),
     "audio-stats": ("avssl.data.audio", "per-frequency-bin spectrogram statistics of a dataset"),
     "train": ("avssl.engine.cli", "train a method from a YAML config (torchrun for DDP)"),
+    "convert": ("avssl.models.convert", "convert a published AVID-CMA checkpoint to avssl's "
+                                        "layout"),
     "config": ("avssl.cli_config", "print a resolved config (checks it)"),
     "demo": ("avssl.demo", "the whole pipeline on the synthetic dataset, on CPU"),
 }
