@@ -98,7 +98,7 @@ class DataConfig:
 @dataclass
 class EncoderConfig:
     arch: str = "r2plus1d"
-    depth: int = opt(18, lo=1)
+    depth: int | None = opt(None, lo=1, doc="null: the arch's own (r2plus1d 18, audio_cnn 10)")
     width: int = opt(64, lo=1, doc="channels of the first stage (64 in the paper)")
     pretrained: str | None = None
 
@@ -113,7 +113,7 @@ class HeadConfig:
 class ModelConfig:
     video: EncoderConfig = field(default_factory=EncoderConfig)
     audio: EncoderConfig = field(
-        default_factory=lambda: EncoderConfig(arch="audio_cnn", depth=10))
+        default_factory=lambda: EncoderConfig(arch="audio_cnn"))
     head: HeadConfig = field(default_factory=HeadConfig)
 
 

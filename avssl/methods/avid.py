@@ -21,12 +21,10 @@ from avssl.losses.nce import NCEConstant, info_nce_loss, nce_loss
 from avssl.memory.bank import MemoryBank
 from avssl.methods.base import AVEncoders, float32
 
-# variant -> the (embedding, bank) pairs it scores: "v" video embedding, "a" audio embedding
-TERMS = {
-    "cross": (("v", "audio"), ("a", "video")),
-    "self": (("v", "video"), ("a", "audio")),
-    "joint": (("v", "audio"), ("a", "video"), ("v", "video"), ("a", "audio")),
-}
+# term name -> (embedding, memory bank): "v2a" scores the video embedding against the audio bank
+_PAIRS = {"v2a": ("v", "audio"), "a2v": ("a", "video"), "v2v": ("v", "video"),
+          "a2a": ("a", "audio")}
+TERMS = {"cross": ("v2a", "a2v"), "self": ("v2v", "a2a"), "joint": ("v2a", "a2v", "v2v", "a2a")}
 
 
 class ContrastTerm(nn.Module):
@@ -40,8 +38,11 @@ class ContrastTerm(nn.Module):
                 temperature: float, loss: str) -> Tensor:
         """emb (B, D) normalized; pos_idx (B, P); neg_idx (B, K) -> scalar loss."""
         emb = float32(emb)
-        pos = torch.einsum("bd,bpd->bp", emb, bank.rows(pos_idx)) / temperature
-        neg = torch.einsum("bd,bkd->bk", emb, bank.rows(neg_idx)) / temperature
+        # Autocast would run the einsums (bmm) in bf16/fp16 whatever the input dtype: score in
+        # fp32 (bf16 rounds cos/T near 1/0.07 by up to 0.06).
+        with torch.autocast(device_type=emb.device.type, enabled=False):
+            pos = torch.einsum("bd,bpd->bp", emb, float32(bank.rows(pos_idx))) / temperature
+            neg = torch.einsum("bd,bkd->bk", emb, float32(bank.rows(neg_idx))) / temperature
         if loss == "infonce":
             return info_nce_loss(pos, neg)
         log_z = self.z(neg.detach(), bank.num_rows)  # estimated on the first batch, then frozen
@@ -62,14 +63,14 @@ class AVID(nn.Module):
             "audio": MemoryBank(num_rows, dim, momentum=m.memory_momentum, seed=cfg.seed + 1),
         })
         self.num_negatives = min(m.num_negatives, num_rows - 1)
-        self.terms = nn.ModuleDict({f"{e}2{b}": ContrastTerm() for e, b in TERMS[m.variant]})
+        self.terms = nn.ModuleDict({name: ContrastTerm() for name in TERMS[m.variant]})
 
     def instance_terms(self, emb: dict[str, Tensor], idx: Tensor) -> dict[str, Tensor]:
         """Instance discrimination: positive = own row, K uniform negatives (self excluded)."""
         neg_idx = self.memory["video"].sample_negatives(idx, self.num_negatives)
         out = {}
         for name, term in self.terms.items():
-            e, b = name.split("2")
+            e, b = _PAIRS[name]
             out[f"loss_{name}"] = term(emb[e], self.memory[b], idx[:, None], neg_idx,
                                        self.cfg.temperature, self.cfg.loss)
         return out

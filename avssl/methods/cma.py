@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from avssl.config import Config
-from avssl.methods.avid import AVID, ContrastTerm
+from avssl.methods.avid import _PAIRS, AVID, ContrastTerm
 
 
 @torch.no_grad()
@@ -55,7 +55,7 @@ class CMA(AVID):
         self.register_buffer("positive_set",
                              torch.full((num_rows, self.num_positives), -1, dtype=torch.long))
         self.register_buffer("mined_epoch", torch.tensor(-1))
-        self.within = nn.ModuleDict({"v2video": ContrastTerm(), "a2audio": ContrastTerm()})
+        self.within = nn.ModuleDict({"v2v": ContrastTerm(), "a2a": ContrastTerm()})
 
     def on_epoch_start(self, epoch: int) -> dict[str, float]:
         """Re-mine every ``resample_every`` epochs (and whenever no sets exist yet)."""
@@ -82,7 +82,7 @@ class CMA(AVID):
         neg = self.memory["video"].sample_negatives_excluding(excluded, self.num_within_negatives)
         within = {}
         for name, term in self.within.items():
-            e, b = name.split("2")
+            e, b = _PAIRS[name]
             within[f"loss_{name}_pos"] = term(emb[e], self.memory[b], pos, neg,
                                               self.cfg.temperature, self.cfg.loss)
         loss = (self.cfg.cross_weight * torch.stack(list(cross.values())).mean()

@@ -24,21 +24,22 @@ from avssl.models.r2plus1d import R2PLUS1D_LAYERS, R2Plus1D
 from avssl.models.resnet_audio import ResNetAudio
 from avssl.models.torchvision_video import TorchvisionVideoResNet
 
-EncoderFactory = Callable[[int, int], Encoder]
+EncoderFactory = Callable[[int | None, int], Encoder]  # (depth or None = default, width)
 
 
 class _DepthError(ValueError):
     """A depth the arch does not have (re-raised by the builders as a ConfigError)."""
 
 
-def _r2plus1d(depth: int, width: int) -> Encoder:
+def _r2plus1d(depth: int | None, width: int) -> Encoder:
+    depth = 18 if depth is None else depth
     if depth not in R2PLUS1D_LAYERS:
         raise _DepthError(f"r2plus1d has depths {sorted(R2PLUS1D_LAYERS)}, got {depth}")
     return R2Plus1D(depth=depth, width=width)
 
 
-def _audio_cnn(depth: int, width: int) -> Encoder:
-    if depth != 10:
+def _audio_cnn(depth: int | None, width: int) -> Encoder:
+    if depth not in (None, 10):
         raise _DepthError(f"audio_cnn is the 10-layer CNN (depth 10), got {depth}")
     return AudioCNN(width=width)
 

@@ -1,0 +1,115 @@
+"""Training from a config end to end: AVID then CMA, checkpoints, kill -9 and resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from avssl.data.synthetic import make_synthetic
+from avssl.engine.checkpoint import load_checkpoint
+from avssl.engine.trainer import KILL_AT_STEP_ENV
+from avssl.preprocess import preprocess
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("trainer")
+    make_synthetic(root / "src", num_videos=16, classes=2, seed=1, duration=1.5, fps=16.0,
+                   size=(48, 48), sample_rate=16000, test_fraction=0.25, progress=False)
+    preprocess(root / "src", root / "prepared", fps=16.0, short_side=40, sample_rate=16000,
+               gop=8, workers=1, progress=False)
+    return root / "prepared" / "manifest.jsonl"
+
+
+def tiny_config(tmp: Path, manifest: Path, **extra: dict) -> Path:
+    cfg = {
+        "seed": 3,
+        "data": {"manifest": str(manifest), "split": "train", "eval_split": "test",
+                 "batch_size": 4, "num_workers": 0, "clips_per_video": 1, "max_offset": 0.25,
+                 "video": {"num_frames": 4, "fps": 8, "crop_size": 32, "resize": 36},
+                 "audio": {"sample_rate": 16000, "duration": 1.0, "feature": "logmel",
+                           "n_fft": 512, "hop_length": 160, "n_mels": 32, "num_frames": 100}},
+        "model": {"video": {"arch": "r2plus1d", "depth": 10, "width": 4},
+                  "audio": {"arch": "audio_cnn", "width": 4},
+                  "head": {"hidden": [16], "out_dim": 8}},
+        "method": {"name": "avid", "num_negatives": 6},
+        "optim": {"lr": 1e-3},
+        "train": {"epochs": 2, "deterministic": True, "checkpoint_every_steps": 1,
+                  "log_every_steps": 1},
+    }
+    for section, values in extra.items():
+        cfg[section].update(values)
+    path = tmp / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def avssl_train(config: Path, run_dir: Path, *args: str, env: dict | None = None
+                ) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "avssl.cli", "train", str(config), "--run-dir",
+                           str(run_dir), "--no-progress", *args],
+                          capture_output=True, text=True, env={**os.environ, **(env or {})},
+                          timeout=300)
+
+
+def test_avid_then_cma(prepared: Path, tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, prepared)
+    r = avssl_train(config, tmp_path / "avid")
+    assert r.returncode == 0, r.stderr[-2000:]
+    run = tmp_path / "avid"
+    for f in ("config.yaml", "metrics.jsonl", "checkpoints/last.pt", "checkpoints/epoch_1.pt",
+              "checkpoints/epoch_2.pt", "plots/loss.png"):
+        assert (run / f).is_file(), f
+    assert list((run / "tb").iterdir())
+    assert '"retrieval_v2a_R@1"' in r.stdout
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert ckpt["epoch"] == 2 and ckpt["global_step"] == 6  # 12 train videos / batch 4 = 3
+    state = ckpt["model"]
+    assert torch.isfinite(state["terms.v2a.z.log_z"])  # Z estimated once and saved
+    # CMA starts from the AVID checkpoint: same banks at the start, positive sets mined.
+    cma_cfg = tiny_config(tmp_path, prepared, method={
+        "name": "cma", "init_from": str(run / "checkpoints" / "last.pt"), "num_positives": 3,
+        "positive_negatives": 4, "resample_every": 1}, train={"epochs": 1})
+    r = avssl_train(cma_cfg, tmp_path / "cma")
+    assert r.returncode == 0, r.stderr[-2000:]
+    cma = load_checkpoint(tmp_path / "cma" / "checkpoints" / "last.pt")["model"]
+    assert cma["positive_set"].shape == (12, 3) and (cma["positive_set"] >= 0).all()
+    assert int(cma["mined_epoch"]) == 0
+    assert torch.equal(cma["terms.v2a.z.log_z"], state["terms.v2a.z.log_z"])
+
+
+def test_kill_and_resume_gives_identical_weights(prepared: Path, tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, prepared, train={"eval_retrieval": False})
+    clean = avssl_train(config, tmp_path / "clean")
+    assert clean.returncode == 0, clean.stderr[-2000:]
+    # SIGKILL right after step 4 (mid epoch 2), then resume from the last checkpoint.
+    crashed = avssl_train(config, tmp_path / "crash", env={KILL_AT_STEP_ENV: "4"})
+    assert crashed.returncode == -signal.SIGKILL
+    assert load_checkpoint(tmp_path / "crash" / "checkpoints" / "last.pt")["global_step"] == 4
+    resumed = avssl_train(config, tmp_path / "crash", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from" in resumed.stdout
+    a = load_checkpoint(tmp_path / "clean" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "crash" / "checkpoints" / "last.pt")
+    assert a["global_step"] == b["global_step"] == 6
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert torch.equal(sa["exp_avg"], sb["exp_avg"])
+
+
+def test_bad_config_exits_2(prepared: Path, tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, prepared)
+    r = avssl_train(config, tmp_path / "x", "method.variant=diagonal")
+    assert r.returncode == 2
+    assert "method.variant: 'diagonal' is not one of" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = avssl_train(config, tmp_path / "x", "method.name=cma", "method.init_from=/no/such.pt")
+    assert r.returncode == 2 and "checkpoint not found" in r.stderr
