@@ -214,7 +214,9 @@ class Trainer:
                 self.logger.log(self.global_step, mined, kind="epoch")
             bar = tqdm(self._loader(), total=self.steps_per_epoch, initial=self.step_in_epoch,
                        desc=f"epoch {self.epoch + 1}/{cfg.train.epochs}", leave=False,
-                       disable=not (self.progress and dist.is_main()), dynamic_ncols=True)
+                       # None: bars only on a terminal, never thousands of lines into a log
+                       disable=None if self.progress and dist.is_main() else True,
+                       dynamic_ncols=True)
             t_last, sums, n = time.perf_counter(), {}, 0
             for batch in bar:
                 vals = self.train_step(move(batch, self.device, cfg.train.channels_last))

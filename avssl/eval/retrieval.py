@@ -53,7 +53,7 @@ def extract_embeddings(method: torch.nn.Module, loader: DataLoader, device: torc
     was_training = method.training
     method.eval()
     vs, as_, idx, labels = [], [], [], []
-    for batch in tqdm(loader, desc="embedding", leave=False, disable=not progress):
+    for batch in tqdm(loader, desc="embedding", leave=False, disable=None if progress else True):
         vs.append(enc.embed_video(batch["video"].to(device)).cpu())
         as_.append(enc.embed_audio(batch["audio"].to(device)).cpu())
         idx.append(batch["index"])

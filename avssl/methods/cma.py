@@ -33,12 +33,18 @@ def mine_positive_sets(video_mem: Tensor, audio_mem: Tensor, k: int, chunk: int 
     if k >= n:
         raise ValueError(f"num_positives={k} must be smaller than the number of instances ({n})")
     out = torch.empty(n, k, dtype=torch.long, device=video_mem.device)
+    chunk = min(chunk, n)
+    # Two reused (chunk, N) buffers: fresh blocks per chunk cost page faults and a third block.
+    sim = torch.empty(chunk, n, dtype=video_mem.dtype, device=video_mem.device)
+    other = torch.empty_like(sim)
     for s in range(0, n, chunk):
         e = min(s + chunk, n)
-        agree = torch.minimum(video_mem[s:e] @ video_mem.T, audio_mem[s:e] @ audio_mem.T)
-        agree[torch.arange(e - s), torch.arange(s, e)] = -float("inf")  # self is no positive
+        c = e - s
+        torch.mm(video_mem[s:e], video_mem.T, out=sim[:c])
+        torch.mm(audio_mem[s:e], audio_mem.T, out=other[:c])
+        agree = torch.minimum(sim[:c], other[:c], out=sim[:c])
+        agree[torch.arange(c), torch.arange(s, e)] = -float("inf")  # self is no positive
         out[s:e] = agree.topk(k, dim=1).indices
-        del agree
     return out
 
 
