@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "make-synthetic": ("avssl.data.synthetic", "generate the synthetic audio-visual dataset"),
     "audio-stats": ("avssl.data.audio", "per-frequency-bin spectrogram statistics of a dataset"),
     "train": ("avssl.engine.cli", "train a method from a YAML config (torchrun for DDP)"),
+    "localize": ("avssl.localize.cli", "sound-source localization: heatmaps, overlays, cIoU"),
     "convert": ("avssl.models.convert", "convert a published AVID-CMA checkpoint to avssl's "
                                         "layout"),
     "config": ("avssl.cli_config", "print a resolved config (checks it)"),
