@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = _step(f"1/5 generate {args.num_videos} synthetic audio-visual videos -> "
                f"{out / 'synthetic'}")
     make_synthetic(out / "synthetic", num_videos=args.num_videos, classes=args.classes,
-                   seed=0, workers=args.workers)
+                   seed=0, workers=args.workers, distractors=(0, 1))
     _done(t0)
 
     t0 = _step(f"2/5 preprocess -> {out / 'prepared'}")

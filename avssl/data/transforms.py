@@ -1,0 +1,199 @@
+"""Video clip transforms: uint8 (T, H, W, 3) frames -> float (3, T, crop, crop) normalized.
+
+Train (AVID/CMA, Morgado et al. CVPR 2021): RandomResizedCrop(scale=(min_scale, 1), ratio 3/4-4/3),
+horizontal flip (p 0.5), ColorJitter(brightness, contrast, saturation, hue) in a random order,
+ImageNet mean/std, with ONE random setting per clip applied to every frame. Test: short side to
+``resize``, centre crop ``crop_size``.
+
+The parameters are drawn here from an explicit ``np.random.Generator`` (torchvision's v2
+transforms draw them from the global torch RNG, which depends on the worker process) and applied
+with torchvision's functional ops on the whole (T, 3, H, W) tensor, so every frame gets the same
+crop, flip and jitter. The crop is taken before resizing to the small output size, and the colour
+jitter runs on the small frames (cheaper).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torchvision.transforms.v2 import functional as F
+
+from avssl.config import VideoConfig
+
+RATIO = (3 / 4, 4 / 3)
+
+
+def random_resized_crop_params(rng: np.random.Generator, height: int, width: int,
+                               scale: tuple[float, float],
+                               ratio: tuple[float, float] = RATIO) -> tuple[int, int, int, int]:
+    """(top, left, h, w) as torchvision's RandomResizedCrop: area fraction uniform in ``scale``,
+    log aspect ratio uniform in ``log(ratio)``, 10 tries, else a centre crop."""
+    area = height * width
+    log_r = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * rng.uniform(scale[0], scale[1])
+        ar = math.exp(rng.uniform(log_r[0], log_r[1]))
+        w = round(math.sqrt(target * ar))
+        h = round(math.sqrt(target / ar))
+        if 0 < w <= width and 0 < h <= height:
+            return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        w, h = width, round(width / ratio[0])
+    elif in_ratio > ratio[1]:
+        h, w = height, round(height * ratio[1])
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def center_crop_box(height: int, width: int, resize: int, crop: int) -> tuple[int, int, int, int]:
+    """(top, left, h, w) in the source frame of the centre ``crop`` after resizing the short
+    side to ``resize``; cropping it and resizing to ``crop`` equals resize-then-crop up to
+    rounding to whole source pixels."""
+    s = min(height, width) / resize  # source pixels per resized pixel
+    side = min(round(crop * s), height, width)
+    return (height - side) // 2, (width - side) // 2, side, side
+
+
+def _to_tchw(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> (T, 3, H, W) view (channels-last memory, no copy)."""
+    x = torch.from_numpy(np.asarray(frames)) if not isinstance(frames, torch.Tensor) else frames
+    if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != torch.uint8:
+        raise ValueError(f"expected uint8 frames (T, H, W, 3), got {x.dtype} {tuple(x.shape)}")
+    return x.permute(0, 3, 1, 2)
+
+
+class VideoTransform:
+    """uint8 (T, H, W, 3) numpy/tensor -> float32 (3, T, crop, crop), normalized.
+
+    ``train=True``: random crop/flip/jitter from ``rng`` (an ``np.random.Generator`` or a seed;
+    the same generator state gives the same output). ``train=False``: deterministic.
+    """
+
+    CHUNK = 4  # frames per pass of the colour ops (cache-sized)
+
+    def __init__(self, cfg: VideoConfig, train: bool = True) -> None:
+        self.cfg = cfg
+        self.train = train
+        self.size = [cfg.crop_size, cfg.crop_size]
+        self.mean = torch.tensor(cfg.mean, dtype=torch.float32).view(3, 1, 1, 1)
+        self.std = torch.tensor(cfg.std, dtype=torch.float32).view(3, 1, 1, 1)
+        self.scale, self.shift = 1.0 / self.std, -self.mean / self.std
+        b, c, s, h = (list(cfg.color_jitter) + [0.0] * 4)[:4]
+        self.jitter = (float(b), float(c), float(s), float(h))
+        self._ws: torch.Tensor | None = None
+
+    def __call__(self, frames: np.ndarray | torch.Tensor,
+                 rng: np.random.Generator | int | None = None) -> torch.Tensor:
+        x = _to_tchw(frames)
+        H, W = x.shape[-2:]
+        if self.train:
+            rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+            top, left, h, w = random_resized_crop_params(rng, H, W, (self.cfg.min_scale, 1.0))
+            flip = self.cfg.flip and rng.random() < 0.5
+        else:
+            top, left, h, w = center_crop_box(H, W, self.cfg.resize, self.cfg.crop_size)
+            flip = False
+        # Crop (a view) then resize straight to the output size: far fewer pixels to filter.
+        x = F.resized_crop(x, top, left, h, w, self.size, antialias=True)
+        if flip:
+            x = F.horizontal_flip(x)
+        # (3, T, h, w) float in [0, 1]: each channel one contiguous plane, the output layout.
+        x = torch.mul(x.permute(1, 0, 2, 3), 1.0 / 255.0,
+                      out=torch.empty((3, *x.shape[:1], *self.size)))
+        jitter = self._jitter_params(rng) if self.train else []  # type: ignore[arg-type]
+        if self._ws is None or self._ws.shape[2:] != x.shape[2:]:
+            self._ws = torch.empty((5, self.CHUNK, *x.shape[2:]))  # scratch, reused
+        # Every op is per frame, so run them all on a few frames at a time: the chunk and its
+        # scratch planes stay in L2 cache across the ~50 passes.
+        for t0 in range(0, x.shape[1], self.CHUNK):
+            xc = x[:, t0:t0 + self.CHUNK]
+            ws = self._ws[:, : xc.shape[1]]
+            for op, factor in jitter:
+                op(xc, factor, ws)
+            xc.mul_(self.scale).add_(self.shift)  # (x - mean) / std
+        return x
+
+    def _jitter_params(self, rng: np.random.Generator) -> list[tuple[Any, float]]:
+        """torchvision ColorJitter's draw: factors, then a random order of the four ops."""
+        b, c, s, h = self.jitter
+        factors = [rng.uniform(max(0.0, 1 - b), 1 + b) if b > 0 else None,
+                   rng.uniform(max(0.0, 1 - c), 1 + c) if c > 0 else None,
+                   rng.uniform(max(0.0, 1 - s), 1 + s) if s > 0 else None,
+                   rng.uniform(-h, h) if h > 0 else None]
+        ops = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
+        return [(ops[i], float(factors[i])) for i in rng.permutation(4)
+                if factors[i] is not None]
+
+
+# ----------------------------------------------------------------------------------------------
+# Colour ops on a clip (3, T, h, w) float in [0, 1], in place. They compute what torchvision's
+# adjust_* compute on (T, 3, h, w) (tests compare them), several times faster: channel planes
+# are contiguous here, scratch planes are reused (``ws``: float (5, T, h, w), allocated when
+# not given), and hue is a closed-form HSV round trip.
+# ----------------------------------------------------------------------------------------------
+GRAY = (0.2989, 0.587, 0.114)  # torchvision's luma weights
+
+
+def _scratch(x: torch.Tensor, ws: torch.Tensor | None, n: int) -> list[torch.Tensor]:
+    if ws is None or ws.shape[0] < n or ws.shape[1:] != x.shape[1:]:
+        ws = torch.empty((n, *x.shape[1:]), dtype=x.dtype)
+    return list(ws.unbind(0))[:n]
+
+
+def _gray(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Luma plane (T, h, w) into ``out``."""
+    torch.mul(x[0], GRAY[0], out=out)
+    return out.add_(x[1], alpha=GRAY[1]).add_(x[2], alpha=GRAY[2])
+
+
+def adjust_brightness(x: torch.Tensor, factor: float,
+                      ws: torch.Tensor | None = None) -> torch.Tensor:
+    return x.mul_(factor).clamp_(0.0, 1.0)
+
+
+def adjust_contrast(x: torch.Tensor, factor: float,
+                    ws: torch.Tensor | None = None) -> torch.Tensor:
+    """Blend each frame with its mean grey level."""
+    chan = x.mean(dim=(2, 3))  # (3, T): the mean of the luma is the luma of the means
+    mean = (chan[0] * GRAY[0] + chan[1] * GRAY[1] + chan[2] * GRAY[2]).view(-1, 1, 1)
+    return x.mul_(factor).add_(mean, alpha=1.0 - factor).clamp_(0.0, 1.0)
+
+
+def adjust_saturation(x: torch.Tensor, factor: float,
+                      ws: torch.Tensor | None = None) -> torch.Tensor:
+    """Blend each pixel with its grey level."""
+    gray = _gray(x, _scratch(x, ws, 1)[0])  # before x changes in place
+    return x.mul_(factor).add_(gray, alpha=1.0 - factor).clamp_(0.0, 1.0)
+
+
+def adjust_hue(x: torch.Tensor, factor: float, ws: torch.Tensor | None = None) -> torch.Tensor:
+    """Rotate the HSV hue by ``factor`` turns (in [-0.5, 0.5]); S and V are kept.
+
+    Branch-free: torch.where and gathers do not vectorize on CPU, plain arithmetic does.
+    With u, v, w = (r, g, b - min) / C, the hue in sixths of a turn is q = 1 + v + w - u
+    (in [0, 3]) where g >= b and 6 - q where g < b, which equals torchvision's per-sector
+    formula everywhere (ties included: both are continuous along the hexagon).
+    """
+    r, g, b = x[0], x[1], x[2]
+    maxc, minc, chroma, h6, tmp = _scratch(x, ws, 5)
+    torch.maximum(torch.maximum(r, g, out=maxc), b, out=maxc)
+    torch.minimum(torch.minimum(r, g, out=minc), b, out=minc)
+    torch.sub(maxc, minc, out=chroma)
+    # q - 1 = (g + b - r - min) / C (grey pixels: any hue, C = 0 makes it irrelevant)
+    torch.add(g, b, out=h6).sub_(r).sub_(minc).div_(torch.clamp(chroma, min=1e-12, out=tmp))
+    # h6 = 3 - copysign(3 - q, g - b); g == b gives +0, the g >= b branch.
+    torch.copysign(h6.neg_().add_(2.0), torch.sub(g, b, out=tmp), out=h6)
+    h6.neg_().add_(3.0 + 6.0 * factor)
+    h6.sub_(torch.div(h6, 6.0, out=tmp).floor_().mul_(6.0))  # mod 6
+    # HSV -> RGB: R = min + C * clamp(|h6 - 3| - 1), G = max - C * clamp(|h6 - 2| - 1),
+    # B = max - C * clamp(|h6 - 4| - 1), clamps to [0, 1].
+    for ch, centre, base, sign in ((0, 3.0, minc, 1.0), (1, 2.0, maxc, -1.0),
+                                   (2, 4.0, maxc, -1.0)):
+        torch.sub(h6, centre, out=tmp).abs_().sub_(1.0).clamp_(0.0, 1.0)
+        torch.addcmul(base, tmp, chroma, value=sign, out=x[ch])
+    return x
