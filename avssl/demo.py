@@ -51,6 +51,39 @@ def _train(config: Path, out: Path, name: str, overrides: list[str], fresh: bool
     return results
 
 
+def _cma_purity(out: Path, manifest: Path) -> dict[str, float] | None:
+    """Fraction of CMA positive-set members of the anchor's class (synthetic labels)."""
+    import torch
+
+    from avssl.data.manifest import read_manifest
+    from avssl.engine.checkpoint import load_checkpoint
+    from avssl.methods.cma import positive_set_purity
+
+    ckpt = out / "runs" / "cma" / "checkpoints" / "last.pt"
+    if not ckpt.is_file():
+        return None
+    state = load_checkpoint(ckpt)["model"]
+    # the training rows in dataset order: split "train", with audio, sorted by id
+    rows = [r for r in read_manifest(manifest) if r.get("split") == "train" and r["has_audio"]]
+    labels = torch.tensor([int(r["label"]) for r in rows])
+    sets = state["positive_set"]
+    counts = torch.bincount(labels).float()
+    chance = float((counts * (counts - 1)).sum() / (len(labels) * (len(labels) - 1)))
+    return {"purity": positive_set_purity(sets, labels), "chance": chance}
+
+
+def _localize(manifest: Path, out: Path, stats: Path) -> dict[str, Any]:
+    """`avssl localize` on the test rows, scored against the synthetic boxes."""
+    from avssl.data.manifest import read_manifest, write_manifest
+    from avssl.localize.cli import Options, localize
+
+    test = manifest.parent / "manifest_test.jsonl"
+    write_manifest(test, [r for r in read_manifest(manifest) if r.get("split") == "test"])
+    ckpt = out / "runs" / "cma" / "checkpoints" / "last.pt"
+    opts = Options(num_frames=4, max_seconds=4.0, audio_stats=str(stats), write_video=True)
+    return localize(test, ckpt, out / "localization", opts=opts, log=lambda m: None)
+
+
 def run(args: argparse.Namespace) -> int:
     from avssl.data.audio import compute_audio_stats, save_stats
     from avssl.data.synthetic import make_synthetic
@@ -59,20 +92,20 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     t_all = time.perf_counter()
 
-    t0 = _step(f"1/5 generate {args.num_videos} synthetic audio-visual videos -> "
+    t0 = _step(f"1/6 generate {args.num_videos} synthetic audio-visual videos -> "
                f"{out / 'synthetic'}")
     make_synthetic(out / "synthetic", num_videos=args.num_videos, classes=args.classes,
                    seed=0, workers=args.workers, distractors=(0, 1))
     _done(t0)
 
-    t0 = _step(f"2/5 preprocess -> {out / 'prepared'}")
+    t0 = _step(f"2/6 preprocess -> {out / 'prepared'}")
     prepared = out / "prepared"
     preprocess(out / "synthetic", prepared, fps=16.0, short_side=64, sample_rate=16000,
                gop=16, workers=args.workers)
     manifest = prepared / "manifest.jsonl"
     _done(t0)
 
-    t0 = _step("3/5 spectrogram statistics")
+    t0 = _step("3/6 spectrogram statistics")
     stats = prepared / "audio_stats.npz"
     common = [f"data.manifest={manifest}"]
     if not stats.is_file():
@@ -84,16 +117,21 @@ def run(args: argparse.Namespace) -> int:
     common.append(f"data.audio.stats={stats}")
     _done(t0)
 
-    t0 = _step("4/5 train AVID (cross-modal instance discrimination)")
+    t0 = _step("4/6 train AVID (cross-modal instance discrimination)")
     avid = _train(CONFIG_DIR / "avid.yaml", out, "avid", common, args.fresh)
     _done(t0)
 
-    t0 = _step("5/5 train CMA (cross-modal agreement) from the AVID checkpoint")
+    t0 = _step("5/6 train CMA (cross-modal agreement) from the AVID checkpoint")
     cma = _train(CONFIG_DIR / "cma.yaml", out, "cma",
                  [*common, f"method.init_from={out / 'runs/avid/checkpoints/last.pt'}"],
                  args.fresh)
     _done(t0)
 
+    t0 = _step("6/6 sound-source localization on the held-out videos")
+    loc = _localize(manifest, out, stats)
+    _done(t0)
+
+    purity = _cma_purity(out, manifest)
     print("\n== results (held-out videos)")
     for name, res in (("AVID", avid), ("AVID+CMA", cma)):
         if not res:
@@ -102,5 +140,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"   {name:9s} video->audio R@1 {res['retrieval_v2a_R@1']:5.1f} %  "
               f"audio->video R@1 {res['retrieval_a2v_R@1']:5.1f} %  "
               f"(chance {chance:.1f} %, {res['retrieval_v2a_R@1'] / chance:.1f}x)")
+    if purity is not None:
+        print(f"   CMA positive sets: {100 * purity['purity']:.1f} % of members share the anchor's "
+              f"class (chance {100 * purity['chance']:.1f} %)")
+    if loc:
+        rows = loc.get("localization", {})
+        for name, r in rows.items():
+            print(f"   localization {name:12s} cIoU@0.5 {100 * r['cIoU@0.5']:5.1f}  "
+                  f"AUC {100 * r['AUC']:5.1f}  ({r['binarization']})")
     print(f"\ndemo finished in {time.perf_counter() - t_all:.0f} s; outputs in {out}/")
     return 0
