@@ -38,3 +38,17 @@ def test_perfect_and_scaled_embeddings() -> None:
     r = cross_modal_retrieval(x, 3.0 * x)  # cosine ignores the scale
     assert r["v2a_R@1"] == 100.0 and r["a2v_R@1"] == 100.0
     assert r["v2a_median_rank"] == 1.0
+
+
+def test_class_match_at_1() -> None:
+    from avssl.eval.retrieval import class_match_at_1
+
+    video = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    audio = torch.tensor([[0.9, 0.1], [1.0, 0.0], [0.0, 1.0], [1.0, 0.2]])
+    labels = torch.tensor([0, 0, 1, 1])
+    r = class_match_at_1(video, audio, labels)
+    # v2a top-1: v0->a1 (0 ok), v1->a0 (0 ok), v2->a2 (1 ok), v3->a2 (1 ok)
+    assert r["v2a_class@1"] == 100.0
+    # a2v top-1: a0->v0 (ok), a1->v0 (ok), a2->v2 (ok), a3->v0 or v1 (label 0 != 1)
+    assert r["a2v_class@1"] == 75.0
+    assert r["class_chance@1"] == 50.0

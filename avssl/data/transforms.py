@@ -86,6 +86,7 @@ class VideoTransform:
         b, c, s, h = (list(cfg.color_jitter) + [0.0] * 4)[:4]
         self.jitter = (float(b), float(c), float(s), float(h))
         self._ws: torch.Tensor | None = None
+        self._u8: np.ndarray | None = None
 
     def __call__(self, frames: np.ndarray | torch.Tensor,
                  rng: np.random.Generator | int | None = None) -> torch.Tensor:
@@ -100,23 +101,35 @@ class VideoTransform:
             flip = False
         # Crop (a view) then resize straight to the output size: far fewer pixels to filter.
         x = F.resized_crop(x, top, left, h, w, self.size, antialias=True)
-        if flip:
-            x = F.horizontal_flip(x)
-        # (3, T, h, w) float in [0, 1]: each channel one contiguous plane, the output layout.
-        x = torch.mul(x.permute(1, 0, 2, 3), 1.0 / 255.0,
-                      out=torch.empty((3, *x.shape[:1], *self.size)))
+        x = self._planes(x, flip)
         jitter = self._jitter_params(rng) if self.train else []  # type: ignore[arg-type]
         if self._ws is None or self._ws.shape[2:] != x.shape[2:]:
             self._ws = torch.empty((5, self.CHUNK, *x.shape[2:]))  # scratch, reused
         # Every op is per frame, so run them all on a few frames at a time: the chunk and its
-        # scratch planes stay in L2 cache across the ~50 passes.
+        # scratch planes stay in L2 cache across the ~40 passes.
         for t0 in range(0, x.shape[1], self.CHUNK):
             xc = x[:, t0:t0 + self.CHUNK]
             ws = self._ws[:, : xc.shape[1]]
+            k = 1.0 / 255.0  # xc holds the clip / k (see _brightness): 0-255 to start with
             for op, factor in jitter:
-                op(xc, factor, ws)
-            xc.mul_(self.scale).add_(self.shift)  # (x - mean) / std
+                k = op(xc, factor, ws, k)
+            xc.mul_(self.scale * k).add_(self.shift)  # (k xc - mean) / std
         return x
+
+    def _planes(self, x: torch.Tensor, flip: bool) -> torch.Tensor:
+        """uint8 (T, 3, h, w) channels-last -> float (3, T, h, w) in [0, 255], flipped if asked:
+        each channel one contiguous plane, the output layout."""
+        # numpy deinterleaves uint8 ~2x faster than torch's strided copies and takes the flip
+        # as a negative stride (no extra pass); a uint8 -> float copy_ is vectorized, a
+        # type-promoting mul from uint8 is not (the 1 / 255 is deferred, see __call__).
+        src = x.permute(0, 2, 3, 1).numpy()  # (T, h, w, 3) view
+        if flip:
+            src = src[:, :, ::-1]
+        shape = (3, src.shape[0], *src.shape[1:3])
+        if self._u8 is None or self._u8.shape != shape:
+            self._u8 = np.empty(shape, np.uint8)  # scratch, reused
+        np.copyto(self._u8, src.transpose(3, 0, 1, 2))
+        return torch.empty(shape).copy_(torch.from_numpy(self._u8))
 
     def _jitter_params(self, rng: np.random.Generator) -> list[tuple[Any, float]]:
         """torchvision ColorJitter's draw: factors, then a random order of the four ops."""
@@ -125,7 +138,7 @@ class VideoTransform:
                    rng.uniform(max(0.0, 1 - c), 1 + c) if c > 0 else None,
                    rng.uniform(max(0.0, 1 - s), 1 + s) if s > 0 else None,
                    rng.uniform(-h, h) if h > 0 else None]
-        ops = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
+        ops = (_brightness, _contrast, _saturation, _hue)
         return [(ops[i], float(factors[i])) for i in rng.permutation(4)
                 if factors[i] is not None]
 
@@ -134,9 +147,15 @@ class VideoTransform:
 # Colour ops on a clip (3, T, h, w) float in [0, 1], in place. They compute what torchvision's
 # adjust_* compute on (T, 3, h, w) (tests compare them), several times faster: channel planes
 # are contiguous here, scratch planes are reused (``ws``: float (5, T, h, w), allocated when
-# not given), and hue is a closed-form HSV round trip.
+# not given), hue is a closed-form HSV round trip, and clamps that cannot bind are skipped.
+#
+# The private ops take the clip with a deferred scale ``k`` (``x`` holds clip / k) and return
+# the scale of their result: a brightness factor <= 1 only scales (no pass at all), hue
+# commutes with scaling, the others fold ``k`` into their blend; VideoTransform starts with
+# the 0-255 frames (k = 1 / 255) and folds the last ``k`` into the normalization.
 # ----------------------------------------------------------------------------------------------
 GRAY = (0.2989, 0.587, 0.114)  # torchvision's luma weights
+_TWO = torch.tensor(2.0)
 
 
 def _scratch(x: torch.Tensor, ws: torch.Tensor | None, n: int) -> list[torch.Tensor]:
@@ -145,30 +164,57 @@ def _scratch(x: torch.Tensor, ws: torch.Tensor | None, n: int) -> list[torch.Ten
     return list(ws.unbind(0))[:n]
 
 
-def _gray(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """Luma plane (T, h, w) into ``out``."""
-    torch.mul(x[0], GRAY[0], out=out)
-    return out.add_(x[1], alpha=GRAY[1]).add_(x[2], alpha=GRAY[2])
+def _brightness(x: torch.Tensor, factor: float, ws: torch.Tensor | None, k: float) -> float:
+    if factor <= 1.0:  # stays in [0, 1]: the clamp is a no-op, the scale can wait
+        return k * factor
+    x.mul_(k * factor).clamp_(0.0, 1.0)
+    return 1.0
+
+
+def _contrast(x: torch.Tensor, factor: float, ws: torch.Tensor | None, k: float) -> float:
+    """Blend each frame with its mean grey level."""
+    chan = x.mean(dim=(2, 3))  # (3, T): the mean of the luma is the luma of the means
+    w = (1.0 - factor) * k
+    mean = (chan[0] * (GRAY[0] * w)).add_(chan[1], alpha=GRAY[1] * w)
+    mean = mean.add_(chan[2], alpha=GRAY[2] * w).view(-1, 1, 1)
+    torch.add(mean, x, alpha=factor * k, out=x)  # one pass: factor * clip + (1 - factor) * mean
+    if factor > 1.0:  # else a convex combination of values in [0, 1]
+        x.clamp_(0.0, 1.0)
+    return 1.0
+
+
+def _saturation(x: torch.Tensor, factor: float, ws: torch.Tensor | None, k: float) -> float:
+    """Blend each pixel with its grey level."""
+    w = (1.0 - factor) * k  # (1 - factor) * grey, before x changes in place
+    gray = torch.mul(x[0], GRAY[0] * w, out=_scratch(x, ws, 1)[0])
+    gray.add_(x[1], alpha=GRAY[1] * w).add_(x[2], alpha=GRAY[2] * w)
+    torch.add(gray, x, alpha=factor * k, out=x)
+    if factor > 1.0:  # else a convex combination of values in [0, 1]
+        x.clamp_(0.0, 1.0)
+    return 1.0
+
+
+def _hue(x: torch.Tensor, factor: float, ws: torch.Tensor | None, k: float) -> float:
+    adjust_hue(x, factor, ws)  # hue(k x) = k hue(x)
+    return k
 
 
 def adjust_brightness(x: torch.Tensor, factor: float,
                       ws: torch.Tensor | None = None) -> torch.Tensor:
-    return x.mul_(factor).clamp_(0.0, 1.0)
+    k = _brightness(x, factor, ws, 1.0)
+    return x if k == 1.0 else x.mul_(k)
 
 
 def adjust_contrast(x: torch.Tensor, factor: float,
                     ws: torch.Tensor | None = None) -> torch.Tensor:
-    """Blend each frame with its mean grey level."""
-    chan = x.mean(dim=(2, 3))  # (3, T): the mean of the luma is the luma of the means
-    mean = (chan[0] * GRAY[0] + chan[1] * GRAY[1] + chan[2] * GRAY[2]).view(-1, 1, 1)
-    return x.mul_(factor).add_(mean, alpha=1.0 - factor).clamp_(0.0, 1.0)
+    _contrast(x, factor, ws, 1.0)
+    return x
 
 
 def adjust_saturation(x: torch.Tensor, factor: float,
                       ws: torch.Tensor | None = None) -> torch.Tensor:
-    """Blend each pixel with its grey level."""
-    gray = _gray(x, _scratch(x, ws, 1)[0])  # before x changes in place
-    return x.mul_(factor).add_(gray, alpha=1.0 - factor).clamp_(0.0, 1.0)
+    _saturation(x, factor, ws, 1.0)
+    return x
 
 
 def adjust_hue(x: torch.Tensor, factor: float, ws: torch.Tensor | None = None) -> torch.Tensor:
@@ -177,23 +223,28 @@ def adjust_hue(x: torch.Tensor, factor: float, ws: torch.Tensor | None = None) -
     Branch-free: torch.where and gathers do not vectorize on CPU, plain arithmetic does.
     With u, v, w = (r, g, b - min) / C, the hue in sixths of a turn is q = 1 + v + w - u
     (in [0, 3]) where g >= b and 6 - q where g < b, which equals torchvision's per-sector
-    formula everywhere (ties included: both are continuous along the hexagon).
+    formula everywhere (ties included: both are continuous along the hexagon, so either
+    branch may take g == b). ~25 passes over a plane: each one counts (memory-bound).
     """
     r, g, b = x[0], x[1], x[2]
     maxc, minc, chroma, h6, tmp = _scratch(x, ws, 5)
     torch.maximum(torch.maximum(r, g, out=maxc), b, out=maxc)
     torch.minimum(torch.minimum(r, g, out=minc), b, out=minc)
     torch.sub(maxc, minc, out=chroma)
-    # q - 1 = (g + b - r - min) / C (grey pixels: any hue, C = 0 makes it irrelevant)
-    torch.add(g, b, out=h6).sub_(r).sub_(minc).div_(torch.clamp(chroma, min=1e-12, out=tmp))
-    # h6 = 3 - copysign(3 - q, g - b); g == b gives +0, the g >= b branch.
-    torch.copysign(h6.neg_().add_(2.0), torch.sub(g, b, out=tmp), out=h6)
-    h6.neg_().add_(3.0 + 6.0 * factor)
-    h6.sub_(torch.div(h6, 6.0, out=tmp).floor_().mul_(6.0))  # mod 6
-    # HSV -> RGB: R = min + C * clamp(|h6 - 3| - 1), G = max - C * clamp(|h6 - 2| - 1),
-    # B = max - C * clamp(|h6 - 4| - 1), clamps to [0, 1].
+    # 3 - q = 2 + (r + min - g - b) / C (grey pixels: any hue, C = 0 makes it irrelevant)
+    torch.add(r, minc, out=h6).sub_(g).sub_(b)
+    torch.addcdiv(_TWO, h6, torch.clamp(chroma, min=1e-12, out=tmp), out=h6)
+    # hue = 3 + copysign(3 - q, b - g) (q where g >= b, 6 - q where g < b), rotated, mod 6;
+    # mul by 1/6 instead of div: only moves values within an ulp of a multiple of 6, where
+    # the result is the same either side.
+    torch.copysign(h6, torch.sub(b, g, out=tmp), out=h6).add_(3.0 + 6.0 * factor)
+    h6.sub_(torch.mul(h6, 1.0 / 6.0, out=tmp).floor_(), alpha=6.0)
+    # HSV -> RGB: R = min + C * clamp(|h6 - 3| - 1, 0, 1), G, B = max - C * clamp(|h6 - c| - 1,
+    # 0, 1) with c = 2, 4; as (min - C) + C * clamp(|h6 - 3|, 1, 2) etc.: one pass less.
+    minc.sub_(chroma)
+    maxc.add_(chroma)
     for ch, centre, base, sign in ((0, 3.0, minc, 1.0), (1, 2.0, maxc, -1.0),
                                    (2, 4.0, maxc, -1.0)):
-        torch.sub(h6, centre, out=tmp).abs_().sub_(1.0).clamp_(0.0, 1.0)
+        torch.sub(h6, centre, out=tmp).abs_().clamp_(1.0, 2.0)
         torch.addcmul(base, tmp, chroma, value=sign, out=x[ch])
     return x

@@ -79,4 +79,19 @@ def evaluate_cross_modal(method: torch.nn.Module, cfg: Config, device: torch.dev
     loader = DataLoader(ds, batch_size=min(64, len(ds)), num_workers=cfg.data.num_workers)
     emb = extract_embeddings(method, loader, device, progress)
     res = cross_modal_retrieval(emb["video"], emb["audio"])
+    if (emb["label"] >= 0).all():
+        res.update(class_match_at_1(emb["video"], emb["audio"], emb["label"]))
     return {f"retrieval_{k}": v for k, v in res.items()}
+
+
+def class_match_at_1(video: Tensor, audio: Tensor, labels: Tensor) -> dict[str, float]:
+    """Percent of queries whose top-1 cross-modal neighbour has the query's label.
+
+    video, audio: (N, D); labels: (N,) long. ``class_chance@1`` is sum_c p_c^2, the rate of a
+    random neighbour (self included, as the gallery includes the query's own clip).
+    """
+    sims = F.normalize(video.float(), dim=1) @ F.normalize(audio.float(), dim=1).T
+    p = torch.bincount(labels).float() / len(labels)
+    return {"v2a_class@1": 100.0 * float((labels[sims.argmax(1)] == labels).float().mean()),
+            "a2v_class@1": 100.0 * float((labels[sims.argmax(0)] == labels).float().mean()),
+            "class_chance@1": 100.0 * float((p * p).sum())}
