@@ -144,3 +144,28 @@ def test_colour_ops_match_torchvision(name: str, factors: list[float]) -> None:
     for f in factors:
         ref = ref_fn(x.permute(1, 0, 2, 3), f).permute(1, 0, 2, 3)
         torch.testing.assert_close(ours_fn(x.clone(), f), ref, atol=1e-5, rtol=0)
+        if name == "adjust_hue":  # the numba loop VideoTransform uses (torch without numba)
+            y = x.clone()
+            TR._hue(y, f, None, 1.0)
+            torch.testing.assert_close(y, ref, atol=1e-5, rtol=0)
+
+
+def test_train_transform_matches_torchvision_pipeline() -> None:
+    """The whole train path (crop, flip, jitter in the drawn order with the deferred scale and
+    skipped clamps, normalization) against torchvision's ops applied one by one."""
+    tf = VideoTransform(CFG, train=True)
+    clip = _marker_clip() // 2 + _noise_clip() // 2
+    F = v2.functional
+    ref_ops = {TR._brightness: F.adjust_brightness, TR._contrast: F.adjust_contrast,
+               TR._saturation: F.adjust_saturation, TR._hue: F.adjust_hue}
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        top, left, h, w = random_resized_crop_params(rng, 48, 64, (CFG.min_scale, 1.0))
+        flip = rng.random() < 0.5
+        x = F.resized_crop(torch.from_numpy(clip).permute(0, 3, 1, 2), top, left, h, w,
+                           [32, 32], antialias=True)
+        x = (F.horizontal_flip(x) if flip else x).float() / 255
+        for op, factor in tf._jitter_params(rng):
+            x = ref_ops[op](x, factor)
+        ref = F.normalize(x, CFG.mean, CFG.std).permute(1, 0, 2, 3)
+        torch.testing.assert_close(tf(clip, seed), ref, atol=1e-4, rtol=0)

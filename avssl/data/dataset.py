@@ -256,7 +256,7 @@ class AVLoader(DataLoader):
             self.dataset.set_epoch(epoch)
 
 
-def _worker_init(worker_id: int) -> None:
+def worker_init(worker_id: int) -> None:
     reset_reader_cache()  # never use a decoder opened by the parent process
 
 
@@ -283,6 +283,6 @@ def build_loader(dataset: Dataset, batch_size: int, num_workers: int, shuffle: b
     workers = num_workers > 0
     return AVLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                     drop_last=drop_last, persistent_workers=workers,
-                    worker_init_fn=_worker_init if workers else None,
+                    worker_init_fn=worker_init if workers else None,
                     prefetch_factor=prefetch_factor if workers else None,
                     pin_memory=torch.cuda.is_available())

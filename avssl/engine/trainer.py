@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from avssl.config import Config, save_config, to_dict
-from avssl.data.dataset import AVClipDataset
+from avssl.data.dataset import AVClipDataset, worker_init
 from avssl.data.sampler import ResumableSampler
 from avssl.engine import distributed as dist
 from avssl.engine.checkpoint import load_checkpoint, model_state, save_checkpoint
@@ -99,6 +99,7 @@ class Trainer:
             raise ValueError(f"data.batch_size={d.batch_size} is larger than the "
                              f"{len(self.dataset)} clips of split {d.split!r}")
 
+        self.loader = self._build_loader()
         self.method = build_method(cfg, num_rows=self.dataset.num_videos).to(self.device)
         if cfg.train.channels_last:
             self.method = self.method.to(memory_format=torch.channels_last_3d)
@@ -166,18 +167,24 @@ class Trainer:
                   f"{self.steps_per_epoch}")
 
     # ------------------------------------------------------------------ loop
-    def _loader(self) -> DataLoader:
-        self.dataset.set_epoch(self.epoch)
-        self.sampler.set_epoch(self.epoch, skip=self.step_in_epoch * self.local_batch)
+    def _build_loader(self) -> DataLoader:
+        """One loader for the whole run: persistent workers keep their decoders (and any
+        compiled kernels) across epochs; the epoch reaches them through the dataset."""
         d = self.cfg.data
         return DataLoader(self.dataset, batch_size=self.local_batch, sampler=self.sampler,
                           num_workers=d.num_workers, drop_last=True,
                           pin_memory=self.device.type == "cuda",
-                          persistent_workers=False,
+                          persistent_workers=d.num_workers > 0,
+                          worker_init_fn=worker_init if d.num_workers > 0 else None,
                           # own generator: workers' base seed must not consume the global RNG
                           # (negatives), or a resumed run would drift from an uninterrupted one
-                          generator=torch.Generator().manual_seed(self.cfg.seed + self.epoch),
+                          generator=torch.Generator().manual_seed(self.cfg.seed),
                           prefetch_factor=4 if d.num_workers > 0 else None)
+
+    def _loader(self) -> DataLoader:
+        self.dataset.set_epoch(self.epoch)
+        self.sampler.set_epoch(self.epoch, skip=self.step_in_epoch * self.local_batch)
+        return self.loader
 
     def _autocast(self) -> Any:
         amp = self.cfg.train.amp
