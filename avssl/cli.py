@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "make-synthetic": ("avssl.data.synthetic", "generate the synthetic audio-visual dataset"),
     "audio-stats": ("avssl.data.audio", "per-frequency-bin spectrogram statistics of a dataset"),
     "train": ("avssl.engine.cli", "train a method from a YAML config (torchrun for DDP)"),
+    "eval": ("avssl.eval.cli", "evaluate a checkpoint: linear, knn, finetune, retrieval, audio"),
     "localize": ("avssl.localize.cli", "sound-source localization: heatmaps, overlays, cIoU"),
     "convert": ("avssl.models.convert", "convert a published AVID-CMA checkpoint to avssl's "
                                         "layout"),

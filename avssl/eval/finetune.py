@@ -1,0 +1,312 @@
+"""Fine-tuning on action recognition (UCF-101 / HMDB-51), REFERENCE.md section 4.
+
+Protocol (AVID/CMA, Morgado et al. CVPR 2021): the pretrained video encoder plus a linear
+classifier with dropout 0.5, trained end to end with Adam (lr 1e-4) on random clips; step
+schedule (UCF: 16 epochs, milestones 6/10/14, gamma 0.3; HMDB: 10 epochs). Test: Clip@1 (every
+clip on its own) and Video@1 (softmax averaged over 10 uniformly spaced clips per video). Each
+(train split, test split) pair is reported and the mean over pairs.
+
+Single process (no DDP): one GPU or the CPU.
+
+Also the helpers shared by the other protocols of this package (:mod:`avssl.eval.vcop`,
+:mod:`avssl.eval.audio_eval`): loading a config with an ``eval`` section, loading encoders from
+a checkpoint, CLI arguments and the results file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from avssl.config import Config, _apply_override, _read_yaml, from_dict, parse_override
+from avssl.engine.checkpoint import load_checkpoint, model_state
+from avssl.engine.optim import build_optimizer, build_scheduler
+from avssl.models.heads import LinearClassifier
+from avssl.utils.atomic import atomic_write_json
+
+log = logging.getLogger(__name__)
+S = TypeVar("S")
+
+
+# ----------------------------------------------------------------------------------------------
+# Shared helpers (config with an ``eval`` section, encoders, CLI, results)
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class SplitSpec:
+    """One train/test pair: split names of the manifest rows, optionally another manifest
+    (when each official split is prepared as its own manifest)."""
+
+    train: str
+    test: str
+    manifest: str | None = None
+
+
+@dataclass
+class FinetuneSettings:
+    """The ``eval`` section for fine-tuning (not part of :class:`avssl.config.Config`)."""
+
+    splits: list[SplitSpec] = field(default_factory=list)  # []: data.split / data.eval_split
+    num_test_clips: int = 10
+    dropout: float = 0.5
+    warmup_epochs: int = 0  # classifier-only epochs (encoder frozen) before fine-tuning
+    test_batch_size: int = 0  # 0: data.batch_size
+    max_train_steps: int = 0  # 0: every batch (for smoke tests)
+
+
+def load_eval_config(path: str | Path, overrides: list[str] | tuple[str, ...],
+                     settings_cls: type[S], require_paths: bool = True) -> tuple[Config, S]:
+    """Load ``path`` as a :class:`Config` plus its ``eval`` section as ``settings_cls``.
+
+    The ``eval`` section (and ``eval.*`` overrides) is removed before the rest is validated as
+    a Config, so files without it still load with :func:`avssl.config.load_config`.
+    """
+    data = _read_yaml(Path(path))
+    for item in overrides:
+        keys, value = parse_override(item)
+        _apply_override(data, keys, value)
+    ev = data.pop("eval", None) or {}
+    src = str(path) + (" (with overrides)" if overrides else "")
+    cfg = from_dict(data, Config, src, require_paths)
+    settings = from_dict(ev, settings_cls, src + " eval", require_paths=False)
+    return cfg, settings
+
+
+def encoder_config(cfg: Config, ckpt: dict[str, Any] | None) -> Config:
+    """``cfg`` with the model section of the checkpoint's config (the architecture the
+    weights were trained with); ``cfg`` unchanged without a checkpoint or a config in it."""
+    if ckpt is None or not isinstance(ckpt.get("config"), dict) or "model" not in ckpt["config"]:
+        return cfg
+    model = from_dict({"model": ckpt["config"]["model"]}, Config, "checkpoint config",
+                      require_paths=False).model
+    return dataclasses.replace(cfg, model=model)
+
+
+def load_encoder(cfg: Config, checkpoint: str | Path | None, modality: str) -> nn.Module:
+    """The ``video`` or ``audio`` encoder of :class:`~avssl.methods.base.AVEncoders`, with the
+    ``encoders.<modality>.*`` weights of ``checkpoint`` (random init when None)."""
+    from avssl.methods.base import AVEncoders
+
+    ckpt = load_checkpoint(checkpoint) if checkpoint else None
+    enc = AVEncoders(encoder_config(cfg, ckpt))
+    module = getattr(enc, modality)
+    if ckpt is not None:
+        prefix = f"encoders.{modality}."
+        state = {k[len(prefix):]: v for k, v in model_state(ckpt).items() if k.startswith(prefix)}
+        if not state:
+            raise RuntimeError(f"{checkpoint}: no '{prefix}*' weights in the checkpoint")
+        module.load_state_dict(state, strict=True)
+    return module
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="evaluation config (YAML; optional `eval` section)")
+    parser.add_argument("--checkpoint", help="pretraining checkpoint (default: random init)")
+    parser.add_argument("--out", help="results JSON (default: beside the checkpoint)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("overrides", nargs="*", default=[],
+                        help="key.sub=value overrides (eval.* for the protocol's settings)")
+
+
+def results_path(args: argparse.Namespace, protocol: str) -> Path:
+    """``--out``, else ``<checkpoint stem>.<protocol>_<config stem>.json`` beside it."""
+    if getattr(args, "out", None):
+        return Path(args.out)
+    if not args.checkpoint:
+        from avssl.cli import UsageError
+
+        raise UsageError("give --out when no --checkpoint is given")
+    ck = Path(args.checkpoint)
+    return ck.with_name(f"{ck.stem}.{protocol}_{Path(args.config).stem}.json")
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def format_table(header: list[str], rows: list[list[Any]]) -> str:
+    """Plain text table; floats printed as percent with 2 decimals."""
+    cells = [[f"{100 * v:.2f}" if isinstance(v, float) else str(v) for v in r] for r in rows]
+    widths = [max(len(str(h)), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
+    line = "  ".join(str(h).ljust(w) for h, w in zip(header, widths))
+    return "\n".join([line, "-" * len(line)]
+                     + ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells])
+
+
+# ----------------------------------------------------------------------------------------------
+# Metrics
+# ----------------------------------------------------------------------------------------------
+def multi_clip_accuracy(probs: Tensor, video_index: Tensor, labels: Tensor
+                        ) -> tuple[float, float]:
+    """Clip@1 and Video@1 (fractions in [0, 1]).
+
+    probs: (N_clips, C) class probabilities (softmax) of every clip; video_index: (N_clips,)
+    the video of each clip; labels: (N_clips,) the video's label. Video@1 takes the argmax of
+    the probabilities averaged over the clips of a video (REFERENCE.md section 4).
+    """
+    clip_acc = float((probs.argmax(1) == labels).float().mean())
+    uniq, inv = torch.unique(video_index, return_inverse=True)
+    summed = torch.zeros(len(uniq), probs.shape[1], dtype=probs.dtype).index_add_(0, inv, probs)
+    counts = torch.zeros(len(uniq), dtype=probs.dtype).index_add_(0, inv, torch.ones_like(
+        inv, dtype=probs.dtype))
+    vlabels = torch.zeros(len(uniq), dtype=labels.dtype).scatter_(0, inv, labels)
+    video_acc = float(((summed / counts[:, None]).argmax(1) == vlabels).float().mean())
+    return clip_acc, video_acc
+
+
+# ----------------------------------------------------------------------------------------------
+# Fine-tuning
+# ----------------------------------------------------------------------------------------------
+class VideoClassifier(nn.Module):
+    """Video encoder + LinearClassifier: (B, 3, T, H, W) -> (B, num_classes) logits."""
+
+    def __init__(self, encoder: nn.Module, num_classes: int, dropout: float = 0.5) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.classifier = LinearClassifier(encoder.out_dim, num_classes, dropout=dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.encoder(x))
+
+
+def _num_classes(ds: Any) -> int:
+    if ds.classes:
+        return len(ds.classes)
+    from avssl.data.manifest import read_manifest
+
+    labels = [int(r["label"]) for r in read_manifest(ds.manifest) if r.get("label") is not None]
+    if not labels:
+        raise ValueError(f"{ds.manifest}: no labelled rows")
+    return max(labels) + 1
+
+
+@torch.no_grad()
+def predict_clips(model: nn.Module, loader: DataLoader, dev: torch.device, progress: bool = False
+                  ) -> tuple[Tensor, Tensor, Tensor]:
+    """Softmax (N_clips, C), video index (N_clips,), label (N_clips,) of every test clip."""
+    from tqdm import tqdm
+
+    model.eval()
+    probs, idx, labels = [], [], []
+    for batch in tqdm(loader, desc="test", leave=False, disable=None if progress else True):
+        probs.append(F.softmax(model(batch["video"].to(dev)).float(), dim=1).cpu())
+        idx.append(batch["index"])
+        labels.append(batch["label"])
+    return torch.cat(probs), torch.cat(idx), torch.cat(labels)
+
+
+def finetune_split(cfg: Config, settings: FinetuneSettings, split: SplitSpec,
+                   checkpoint: str | Path | None, progress: bool = False) -> dict[str, Any]:
+    """Fine-tune a fresh copy of the encoder on ``split.train``, test on ``split.test``.
+
+    Returns ``clip@1``, ``video@1`` (fractions), ``num_train``/``num_test`` videos, losses.
+    """
+    from tqdm import tqdm
+
+    from avssl.data.dataset import AVClipDataset, build_loader
+
+    torch.manual_seed(cfg.seed)
+    manifest = split.manifest or cfg.data.manifest
+    dev = device()
+    train_ds = AVClipDataset(manifest, cfg.data, split=split.train, train=True,
+                             clip_mode="random", clips_per_video=1, require_audio=False,
+                             seed=cfg.seed)
+    test_ds = AVClipDataset(manifest, cfg.data, split=split.test, train=False,
+                            clip_mode="uniform", clips_per_video=settings.num_test_clips,
+                            require_audio=False, seed=cfg.seed)
+    num_classes = _num_classes(train_ds)
+    bs = min(cfg.data.batch_size, len(train_ds))
+    train_loader = build_loader(train_ds, bs, cfg.data.num_workers, shuffle=True,
+                                drop_last=len(train_ds) > bs, seed=cfg.seed, distributed=False)
+    test_loader = build_loader(test_ds, settings.test_batch_size or cfg.data.batch_size,
+                               cfg.data.num_workers, shuffle=False, drop_last=False,
+                               distributed=False)
+    model = VideoClassifier(load_encoder(cfg, checkpoint, "video"), num_classes,
+                            settings.dropout).to(dev)
+    steps = len(train_loader)
+    if settings.max_train_steps:
+        steps = min(steps, settings.max_train_steps)
+    opt = build_optimizer(model.parameters(), cfg.optim)
+    sched = build_scheduler(opt, cfg.optim, steps, cfg.train.epochs)
+    losses: list[float] = []
+    total = settings.warmup_epochs + cfg.train.epochs
+    for epoch in range(total):
+        warm = epoch < settings.warmup_epochs
+        for p in model.encoder.parameters():
+            p.requires_grad_(not warm)  # Adam skips parameters without gradients
+        model.train()
+        if warm:
+            model.encoder.eval()  # frozen encoder: BN statistics untouched too
+        train_loader.set_epoch(epoch)
+        run, n = 0.0, 0
+        bar = tqdm(train_loader, total=steps, desc=f"epoch {epoch + 1}/{total}", leave=False,
+                   disable=None if progress else True)
+        for step, batch in enumerate(bar):
+            if step >= steps:
+                break
+            loss = F.cross_entropy(model(batch["video"].to(dev)).float(),
+                                   batch["label"].to(dev))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.optim.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            opt.step()
+            if not warm:
+                sched.step()
+            run, n = run + float(loss.detach()), n + 1
+        losses.append(run / max(n, 1))
+        log.info("epoch %d/%d%s: loss %.4f", epoch + 1, total, " (warm-up)" if warm else "",
+                 losses[-1])
+        if not math.isfinite(losses[-1]):
+            raise RuntimeError(f"loss is {losses[-1]} at epoch {epoch + 1}")
+    probs, idx, labels = predict_clips(model, test_loader, dev, progress)
+    clip_acc, video_acc = multi_clip_accuracy(probs, idx, labels)
+    return {"train_split": split.train, "test_split": split.test, "manifest": str(manifest),
+            "num_classes": num_classes, "num_train": train_ds.num_videos,
+            "num_test": test_ds.num_videos, "clips_per_test_video": settings.num_test_clips,
+            "clip@1": clip_acc, "video@1": video_acc, "train_loss": losses}
+
+
+def finetune(cfg: Config, settings: FinetuneSettings, checkpoint: str | Path | None,
+             progress: bool = False) -> dict[str, Any]:
+    """Every split of ``settings.splits`` (or data.split/data.eval_split) and their mean."""
+    splits = settings.splits or [SplitSpec(str(cfg.data.split), str(cfg.data.eval_split))]
+    per = []
+    for s in splits:
+        t0 = time.time()
+        r = finetune_split(cfg, settings, s, checkpoint, progress)
+        r["seconds"] = round(time.time() - t0, 1)
+        per.append(r)
+    mean = {k: sum(r[k] for r in per) / len(per) for k in ("clip@1", "video@1")}
+    return {"protocol": "finetune", "checkpoint": str(checkpoint) if checkpoint else None,
+            "epochs": cfg.train.epochs, "warmup_epochs": settings.warmup_epochs,
+            "optim": dataclasses.asdict(cfg.optim), "splits": per, "mean": mean}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``avssl eval finetune CONFIG [--checkpoint CKPT] [--out JSON] [key=value ...]``."""
+    add_common_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Config/manifest/checkpoint errors propagate to the top-level CLI (exit code 2)."""
+    cfg, settings = load_eval_config(args.config, args.overrides, FinetuneSettings)
+    out = results_path(args, "finetune")
+    res = finetune(cfg, settings, args.checkpoint, progress=not args.no_progress)
+    atomic_write_json(out, res)
+    rows = [[f"{r['train_split']}/{r['test_split']}", r["num_test"], r["clip@1"], r["video@1"]]
+            for r in res["splits"]]
+    rows.append(["mean", "", res["mean"]["clip@1"], res["mean"]["video@1"]])
+    print(format_table(["split", "videos", "Clip@1", "Video@1"], rows))
+    print(f"results: {out}")
+    return 0

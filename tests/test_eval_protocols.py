@@ -1,0 +1,195 @@
+"""Downstream protocols: fine-tuning, VCOP retrieval, audio cross-validation, folds."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from avssl.config import from_dict, load_config
+from avssl.data.synthetic import make_synthetic
+from avssl.engine.checkpoint import save_checkpoint
+from avssl.eval import audio_eval, finetune, vcop
+from avssl.eval.finetune import multi_clip_accuracy
+from avssl.eval.folds import k_fold_splits
+from avssl.eval.vcop import topk_class_recall
+from avssl.methods.base import AVEncoders
+from avssl.preprocess import preprocess
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------------------------
+# Pure functions
+# ----------------------------------------------------------------------------------------------
+def test_topk_class_recall_hand_computed() -> None:
+    # Gallery on the unit circle at angles 0, 30, 60, 90, 180 degrees; labels 0, 1, 1, 2, 0.
+    ang = torch.tensor([0.0, 30.0, 60.0, 90.0, 180.0]).deg2rad()
+    gallery = torch.stack([ang.cos(), ang.sin()], 1)
+    g_labels = torch.tensor([0, 1, 1, 2, 0])
+    # Query at 85 deg, label 0: ranking 90(2), 60(1), 30(1), 0(0), 180(0) -> first hit rank 4.
+    # Query at 10 deg, label 1: ranking 0(0), 30(1), ... -> first hit rank 2.
+    # Query at 100 deg, label 2: ranking 90(2) -> rank 1.
+    # Query at 45 deg, label 3: no gallery item of class 3 -> never.
+    qa = torch.tensor([85.0, 10.0, 100.0, 45.0]).deg2rad()
+    queries = torch.stack([qa.cos(), qa.sin()], 1) * 3.0  # scale: cosine ignores it
+    q_labels = torch.tensor([0, 1, 2, 3])
+    r = topk_class_recall(queries, q_labels, gallery, g_labels, ks=(1, 2, 3, 4, 50))
+    assert r == {1: 0.25, 2: 0.5, 3: 0.5, 4: 0.75, 50: 0.75}
+
+
+def test_multi_clip_accuracy_differs_from_clip_vote() -> None:
+    # Video 0 (label 0): clips prefer class 1 twice by a little, class 0 once by a lot.
+    # Per clip: 1 of 3 right; averaged softmax: class 0 (0.9+0.4+0.4)/3 = 0.567 > 0.433.
+    # Video 1 (label 1): both clips right.
+    probs = torch.tensor([[0.9, 0.1], [0.4, 0.6], [0.4, 0.6], [0.2, 0.8], [0.3, 0.7]])
+    index = torch.tensor([0, 0, 0, 1, 1])
+    labels = torch.tensor([0, 0, 0, 1, 1])
+    clip_acc, video_acc = multi_clip_accuracy(probs, index, labels)
+    assert clip_acc == pytest.approx(3 / 5)
+    assert video_acc == 1.0
+    # Majority vote of the clips would call video 0 class 1: averaging is what makes it right.
+    assert (probs[:3].argmax(1) == 1).sum() == 2
+
+
+@pytest.mark.parametrize("n,k", [(23, 5), (10, 2), (50, 5)])
+def test_stratified_folds(n: int, k: int) -> None:
+    labels = np.random.default_rng(0).integers(0, 3, n)
+    splits = k_fold_splits(labels, k=k)
+    assert len(splits) == k
+    tests = [te for _, te in splits]
+    assert sorted(np.concatenate(tests).tolist()) == list(range(n))  # disjoint, cover all
+    for tr, te in splits:
+        assert not set(tr) & set(te) and len(tr) + len(te) == n
+    sizes = [len(te) for te in tests]
+    assert max(sizes) - min(sizes) <= 1
+    for c in range(3):  # stratified: each class spread within 1 over the folds
+        per = [int((labels[te] == c).sum()) for te in tests]
+        assert max(per) - min(per) <= 1
+    again = k_fold_splits(labels, k=k)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(splits, again))  # deterministic
+
+
+def test_predefined_folds() -> None:
+    folds = [3, 1, 2, 1, 3, 2]
+    splits = k_fold_splits(folds=folds)
+    assert [te.tolist() for _, te in splits] == [[1, 3], [2, 5], [0, 4]]
+    assert splits[0][0].tolist() == [0, 2, 4, 5]
+    with pytest.raises(ValueError):
+        k_fold_splits(folds=[1, 1])
+
+
+def test_eval_configs_load() -> None:
+    ucf = load_config(ROOT / "configs/eval/ucf101.yaml", require_paths=False)
+    assert ucf.optim.lr == 1e-4 and ucf.optim.schedule == "step"
+    assert ucf.optim.milestones == [6, 10, 14] and ucf.optim.gamma == 0.3
+    assert ucf.train.epochs == 16
+    assert load_config(ROOT / "configs/eval/hmdb51.yaml", require_paths=False).train.epochs == 10
+    esc = load_config(ROOT / "configs/eval/esc50.yaml", require_paths=False)
+    assert esc.data.audio.duration == 2.0 and esc.data.split is None
+
+
+# ----------------------------------------------------------------------------------------------
+# End to end on a tiny synthetic dataset
+# ----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("evalproto")
+    make_synthetic(root / "src", num_videos=12, classes=2, seed=1, duration=1.5, fps=16.0,
+                   size=(48, 48), sample_rate=16000, test_fraction=0.34, progress=False)
+    preprocess(root / "src", root / "prepared", fps=16.0, short_side=40, sample_rate=16000,
+               gop=8, workers=1, progress=False)
+    manifest = root / "prepared" / "manifest.jsonl"
+    cfg = {
+        "seed": 0,
+        "data": {"manifest": str(manifest), "split": "train", "eval_split": "test",
+                 "batch_size": 4, "num_workers": 0, "require_audio": False,
+                 "video": {"num_frames": 4, "fps": 8, "crop_size": 32, "resize": 36},
+                 "audio": {"sample_rate": 16000, "duration": 1.0, "feature": "logmel",
+                           "n_fft": 512, "hop_length": 160, "n_mels": 32, "num_frames": 100}},
+        "model": {"video": {"arch": "r2plus1d", "depth": 10, "width": 4},
+                  "audio": {"arch": "audio_cnn", "width": 4},
+                  "head": {"hidden": [16], "out_dim": 8}},
+        "optim": {"lr": 1e-4, "schedule": "step", "milestones": [1], "gamma": 0.3},
+        "train": {"epochs": 1},
+    }
+    config = root / "eval.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    torch.manual_seed(0)
+    enc = AVEncoders(from_dict(cfg, require_paths=False))
+    ckpt = root / "ckpt" / "last.pt"
+    ckpt.parent.mkdir()
+    save_checkpoint({"model": {f"encoders.{k}": v for k, v in enc.state_dict().items()},
+                     "config": cfg}, ckpt)
+    return {"config": config, "ckpt": ckpt, "manifest": manifest}
+
+
+def _args(module: object, *argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)  # type: ignore[attr-defined]
+    args, extra = parser.parse_known_args(list(argv))  # as avssl.cli: overrides after options
+    args.overrides += extra
+    return args
+
+
+def test_finetune_end_to_end(setup: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    args = _args(finetune, str(setup["config"]), "--checkpoint", str(setup["ckpt"]),
+                 "--no-progress", "eval.num_test_clips=3", "eval.warmup_epochs=1",
+                 "eval.splits=[{train: train, test: test}, {train: train, test: test}]")
+    assert finetune.run(args) == 0
+    out = setup["ckpt"].with_name("last.finetune_eval.json")
+    res = json.loads(out.read_text())
+    assert len(res["splits"]) == 2 and res["warmup_epochs"] == 1
+    for r in res["splits"]:
+        assert 0.0 <= r["clip@1"] <= 1.0 and 0.0 <= r["video@1"] <= 1.0
+        assert r["num_test"] > 0 and r["num_classes"] == 2 and len(r["train_loss"]) == 2
+    assert res["mean"]["video@1"] == pytest.approx(
+        sum(r["video@1"] for r in res["splits"]) / 2)
+    assert "Video@1" in capsys.readouterr().out
+
+
+def test_vcop_retrieval_end_to_end(setup: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "ret.json"
+    args = _args(vcop, str(setup["config"]), "--checkpoint", str(setup["ckpt"]), "--out",
+                 str(out), "--no-progress", "eval.num_clips=2")
+    assert vcop.run(args) == 0
+    res = json.loads(out.read_text())
+    rec = [res["mean"][f"R@{k}"] for k in (1, 5, 10, 20, 50)]
+    assert all(0.0 <= v <= 1.0 for v in rec) and rec == sorted(rec)
+    assert rec[-1] == 1.0  # gallery smaller than 50 and holds both classes
+
+
+def test_audio_eval_end_to_end(setup: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "audio.json"
+    args = _args(audio_eval, str(setup["config"]), "--checkpoint", str(setup["ckpt"]),
+                 "--out", str(out), "data.split=null", "eval.folds=2", "eval.num_crops=3",
+                 "eval.layers=[conv4x, conv5x]", "eval.max_iter=30")
+    assert audio_eval.run(args) == 0
+    res = json.loads(out.read_text())
+    assert res["num_folds"] == 2 and res["num_clips"] == 12 and res["num_crops"] == 3
+    assert res["fold_source"].startswith("stratified")
+    for layer in ("conv4x", "conv5x"):
+        accs = res["layers"][layer]["folds"]
+        assert len(accs) == 2 and all(0.0 <= a <= 1.0 for a in accs)
+    assert res["best"]["layer"] in ("conv4x", "conv5x")
+
+
+def test_audio_eval_uses_fold_column(setup: dict[str, Path], tmp_path: Path) -> None:
+    # An audio-only manifest (no video `path`) with ESC-50 style fold ids.
+    src = [json.loads(x) for x in setup["manifest"].read_text().splitlines() if x.strip()]
+    rows = [{"id": r["id"], "audio_path": str(setup["manifest"].parent / r["audio_path"]),
+             "label": f"class{r['label']}", "fold": 1 + i % 3} for i, r in enumerate(src)]
+    manifest = tmp_path / "audio.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "a.json"
+    args = _args(audio_eval, str(setup["config"]), "--checkpoint", str(setup["ckpt"]),
+                 "--out", str(out), f"data.manifest={manifest}", "data.split=null",
+                 "eval.num_crops=2", "eval.layers=[conv5x]", "eval.max_iter=20")
+    assert audio_eval.run(args) == 0
+    res = json.loads(out.read_text())
+    assert res["fold_source"] == "fold" and res["num_folds"] == 3
