@@ -11,13 +11,13 @@ Rows are sorted by ``id`` so that a row number means the same video on every mac
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from avssl.utils.atomic import atomic_write_jsonl
+from avssl.utils.jsonl import iter_jsonl
 
 REQUIRED_KEYS = ("id", "path", "duration", "fps", "num_frames", "width", "height", "has_audio",
                  "audio_path", "sample_rate")
@@ -44,18 +44,11 @@ def read_manifest(path: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found (run `avssl preprocess SRC DST` first)")
     rows: list[dict[str, Any]] = []
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ManifestError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            missing = [k for k in REQUIRED_KEYS if k not in row]
-            if missing:
-                raise ManifestError(f"{path}:{lineno}: row is missing keys {missing}")
-            rows.append(row)
+    for lineno, row in iter_jsonl(path, ManifestError):
+        missing = [k for k in REQUIRED_KEYS if k not in row]
+        if missing:
+            raise ManifestError(f"{path}:{lineno}: row is missing keys {missing}")
+        rows.append(row)
     ids = [r["id"] for r in rows]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})[:3]

@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from avssl.utils.jsonl import iter_jsonl
+
 GT_SIZE = 224
 FLICKR_IMAGE_SIZE = (256, 256)  # (width, height) of the Flickr-SoundNet test images
 COMBINE = ("consensus", "union")
@@ -320,24 +322,17 @@ def load_boxes(path: str | Path, normalized: bool = True,
 
 def _load_jsonl(path: Path) -> dict[str, BoxAnnotation]:
     out: dict[str, BoxAnnotation] = {}
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise GroundTruthError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            try:
-                ann = BoxAnnotation.from_row(row)
-            except GroundTruthError as e:
-                raise GroundTruthError(f"{path}:{lineno}: {e}") from None
-            if ann is None:
-                continue
-            for k in (row.get("id"), row.get("path"), row.get("file")):
-                if k:
-                    out[_key(k)] = ann
-                    out.setdefault(str(k), ann)
+    for lineno, row in iter_jsonl(path, GroundTruthError):
+        try:
+            ann = BoxAnnotation.from_row(row)
+        except GroundTruthError as e:
+            raise GroundTruthError(f"{path}:{lineno}: {e}") from None
+        if ann is None:
+            continue
+        for k in (row.get("id"), row.get("path"), row.get("file")):
+            if k:
+                out[_key(k)] = ann
+                out.setdefault(str(k), ann)
     return out
 
 
