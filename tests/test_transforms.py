@@ -169,3 +169,20 @@ def test_train_transform_matches_torchvision_pipeline() -> None:
             x = ref_ops[op](x, factor)
         ref = F.normalize(x, CFG.mean, CFG.std).permute(1, 0, 2, 3)
         torch.testing.assert_close(tf(clip, seed), ref, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_fused_numba_path_matches_torch_path(train: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one-call numba kernel (colour ops in the drawn order + normalization) against the
+    torch ops it replaces (the path without numba), on the same draws."""
+    if TR._color_kernel() is None:
+        pytest.skip("numba not installed")
+    cfg = VideoConfig(num_frames=8, crop_size=32, resize=36, min_scale=0.08,
+                      color_jitter=[0.8, 0.8, 0.8, 0.4])  # wide factors: clamps bind
+    tf = VideoTransform(cfg, train=train)
+    clip = _marker_clip() // 2 + _noise_clip() // 2
+    clip[:, :8] = 128  # grey rows
+    fused = [tf(clip, seed) for seed in range(40)]
+    monkeypatch.setattr(TR, "_COLOR_KERNEL", False)
+    for seed, y in enumerate(fused):
+        torch.testing.assert_close(y, tf(clip, seed), atol=2e-5, rtol=0)

@@ -83,6 +83,8 @@ class VideoTransform:
         self.mean = torch.tensor(cfg.mean, dtype=torch.float32).view(3, 1, 1, 1)
         self.std = torch.tensor(cfg.std, dtype=torch.float32).view(3, 1, 1, 1)
         self.scale, self.shift = 1.0 / self.std, -self.mean / self.std
+        self._scale_np = self.scale.view(3).numpy().copy()  # float32, for the numba kernel
+        self._shift_np = self.shift.view(3).numpy().copy()
         b, c, s, h = (list(cfg.color_jitter) + [0.0] * 4)[:4]
         self.jitter = (float(b), float(c), float(s), float(h))
         self._ws: torch.Tensor | None = None
@@ -101,8 +103,21 @@ class VideoTransform:
             flip = False
         # Crop (a view) then resize straight to the output size: far fewer pixels to filter.
         x = F.resized_crop(x, top, left, h, w, self.size, antialias=True)
-        x = self._planes(x, flip)
         jitter = self._jitter_params(rng) if self.train else []  # type: ignore[arg-type]
+        kernel = _color_kernel()
+        if kernel is not None:  # all the colour ops and the normalization in one numba call
+            u8 = self._planes_u8(x, flip)
+            out = np.empty(u8.shape, np.float32)
+            codes = np.array([OP_CODES[op] for op, _ in jitter], np.int64)
+            factors = np.array([f for _, f in jitter], np.float64)
+            kernel(u8.reshape(3, u8.shape[1], -1), out.reshape(3, u8.shape[1], -1), codes,
+                   factors, self._scale_np, self._shift_np)
+            return torch.from_numpy(out)
+        return self._torch_colour(self._planes(x, flip), jitter)
+
+    def _torch_colour(self, x: torch.Tensor, jitter: list[tuple[Any, float]]) -> torch.Tensor:
+        """The colour ops and the normalization in torch, in place on x (3, T, h, w) in
+        [0, 255] (the path without numba)."""
         if self._ws is None or self._ws.shape[2:] != x.shape[2:]:
             self._ws = torch.empty((5, self.CHUNK, *x.shape[2:]))  # scratch, reused
         # Every op is per frame, so run them all on a few frames at a time: the chunk and its
@@ -116,12 +131,11 @@ class VideoTransform:
             xc.mul_(self.scale * k).add_(self.shift)  # (k xc - mean) / std
         return x
 
-    def _planes(self, x: torch.Tensor, flip: bool) -> torch.Tensor:
-        """uint8 (T, 3, h, w) channels-last -> float (3, T, h, w) in [0, 255], flipped if asked:
-        each channel one contiguous plane, the output layout."""
+    def _planes_u8(self, x: torch.Tensor, flip: bool) -> np.ndarray:
+        """uint8 (T, 3, h, w) channels-last -> uint8 (3, T, h, w), flipped if asked: each
+        channel one contiguous plane, the output layout (a reused scratch array)."""
         # numpy deinterleaves uint8 ~2x faster than torch's strided copies and takes the flip
-        # as a negative stride (no extra pass); a uint8 -> float copy_ is vectorized, a
-        # type-promoting mul from uint8 is not (the 1 / 255 is deferred, see __call__).
+        # as a negative stride (no extra pass).
         src = x.permute(0, 2, 3, 1).numpy()  # (T, h, w, 3) view
         if flip:
             src = src[:, :, ::-1]
@@ -129,7 +143,14 @@ class VideoTransform:
         if self._u8 is None or self._u8.shape != shape:
             self._u8 = np.empty(shape, np.uint8)  # scratch, reused
         np.copyto(self._u8, src.transpose(3, 0, 1, 2))
-        return torch.empty(shape).copy_(torch.from_numpy(self._u8))
+        return self._u8
+
+    def _planes(self, x: torch.Tensor, flip: bool) -> torch.Tensor:
+        """uint8 (T, 3, h, w) channels-last -> float (3, T, h, w) in [0, 255], flipped if asked."""
+        # a uint8 -> float copy_ is vectorized, a type-promoting mul from uint8 is not (the
+        # 1 / 255 is deferred, see _torch_colour).
+        u8 = self._planes_u8(x, flip)
+        return torch.empty(u8.shape).copy_(torch.from_numpy(u8))
 
     def _jitter_params(self, rng: np.random.Generator) -> list[tuple[Any, float]]:
         """torchvision ColorJitter's draw: factors, then a random order of the four ops."""
@@ -244,6 +265,87 @@ def _hue_loop(r: np.ndarray, g: np.ndarray, b: np.ndarray, shift: np.float32) ->
         r[i] = (mn - c) + c * min(max(abs(h - three), one), two)
         g[i] = (mx + c) - c * min(max(abs(h - two), one), two)
         b[i] = (mx + c) - c * min(max(abs(h - four), one), two)
+
+
+OP_CODES = {_brightness: 0, _contrast: 1, _saturation: 2, _hue: 3}  # for _color_loop
+_COLOR_KERNEL: Any = None  # compiled on first use; False: numba missing
+
+
+def _color_kernel() -> Any:
+    """:func:`_color_loop` compiled by numba, or None without it (VideoTransform then runs
+    the torch ops). Compiled lazily (~1 s once per process), like :func:`_hue_kernel`."""
+    global _COLOR_KERNEL
+    if _COLOR_KERNEL is None:
+        try:
+            from numba import njit
+        except ImportError:
+            _COLOR_KERNEL = False
+        else:
+            hue = njit(nogil=True, cache=False)(_hue_loop)
+            # reassociation only: the float64 sum vectorizes (the rest stays IEEE float32)
+            gray_sum = njit(nogil=True, cache=False, fastmath={"reassoc"})(_gray_sum)
+            _COLOR_KERNEL = njit(nogil=True, cache=False)(_make_color_loop(hue, gray_sum))
+    return _COLOR_KERNEL or None
+
+
+def _gray_sum(r: np.ndarray, g: np.ndarray, b: np.ndarray) -> float:
+    """Sum over the pixels of the float32 luma (as torchvision's rgb_to_grayscale)."""
+    w0, w1, w2 = np.float32(GRAY[0]), np.float32(GRAY[1]), np.float32(GRAY[2])
+    acc = 0.0
+    for i in range(r.shape[0]):
+        acc += np.float64(w0 * r[i] + w1 * g[i] + w2 * b[i])
+    return acc
+
+
+def _make_color_loop(hue: Any, gray_sum: Any) -> Any:
+    def _color_loop(src: np.ndarray, out: np.ndarray, ops: np.ndarray, factors: np.ndarray,
+                    scale: np.ndarray, shift: np.ndarray) -> None:
+        """uint8 planes src (3, T, P) -> float32 out (3, T, P): x * (1 / 255), then the colour ops
+        ``ops`` (OP_CODES) with ``factors`` in order, then x * scale + shift per channel.
+
+        torchvision's float32 arithmetic and clamps per op (``_blend``: f x + (1 - f) y,
+        clamped to [0, 1]), one frame at a time so that the ~5 passes over it stay in cache.
+        """
+        zero, one, inv = np.float32(0.0), np.float32(1.0), np.float32(1.0 / 255.0)
+        w0, w1, w2 = np.float32(GRAY[0]), np.float32(GRAY[1]), np.float32(GRAY[2])
+        n = src.shape[2]
+        for t in range(src.shape[1]):
+            r, g, b = out[0, t], out[1, t], out[2, t]
+            sr, sg, sb = src[0, t], src[1, t], src[2, t]
+            for i in range(n):
+                r[i] = np.float32(sr[i]) * inv
+                g[i] = np.float32(sg[i]) * inv
+                b[i] = np.float32(sb[i]) * inv
+            for j in range(ops.shape[0]):
+                op = ops[j]
+                f, f1 = np.float32(factors[j]), np.float32(1.0 - factors[j])
+                if op == 0:  # brightness: blend with black
+                    for i in range(n):
+                        r[i] = min(max(f * r[i], zero), one)
+                        g[i] = min(max(f * g[i], zero), one)
+                        b[i] = min(max(f * b[i], zero), one)
+                elif op == 1:  # contrast: blend with the frame's mean grey
+                    m = f1 * np.float32(gray_sum(r, g, b) / n)
+                    for i in range(n):
+                        r[i] = min(max(f * r[i] + m, zero), one)
+                        g[i] = min(max(f * g[i] + m, zero), one)
+                        b[i] = min(max(f * b[i] + m, zero), one)
+                elif op == 2:  # saturation: blend with the pixel's grey
+                    for i in range(n):
+                        m = f1 * (w0 * r[i] + w1 * g[i] + w2 * b[i])
+                        r[i] = min(max(f * r[i] + m, zero), one)
+                        g[i] = min(max(f * g[i] + m, zero), one)
+                        b[i] = min(max(f * b[i] + m, zero), one)
+                else:
+                    hue(r, g, b, np.float32(6.0 * factors[j]))
+            s0, s1, s2 = scale[0], scale[1], scale[2]
+            h0, h1, h2 = shift[0], shift[1], shift[2]
+            for i in range(n):
+                r[i] = r[i] * s0 + h0
+                g[i] = g[i] * s1 + h1
+                b[i] = b[i] * s2 + h2
+
+    return _color_loop
 
 
 def adjust_brightness(x: torch.Tensor, factor: float,
