@@ -88,6 +88,17 @@ def _localize(manifest: Path, out: Path, stats: Path) -> dict[str, Any]:
     return localize(test, ckpt, out / "localization", opts=opts, log=lambda m: None)
 
 
+def _probe(out: Path, manifest: Path, stats: Path) -> None:
+    """`avssl eval linear` and `avssl eval knn` on the CMA checkpoint (tables printed)."""
+    from avssl.cli import main
+
+    ckpt = out / "runs" / "cma" / "checkpoints" / "last.pt"
+    config = CONFIG_DIR.parent / "eval" / "synthetic_linear.yaml"
+    for protocol in ("linear", "knn"):
+        main(["eval", protocol, str(config), "--checkpoint", str(ckpt), "--random-baseline",
+              "--no-progress", f"data.manifest={manifest}", f"data.audio.stats={stats}"])
+
+
 def run(args: argparse.Namespace) -> int:
     from avssl.data.audio import compute_audio_stats, save_stats
     from avssl.data.synthetic import make_synthetic
@@ -96,20 +107,20 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     t_all = time.perf_counter()
 
-    t0 = _step(f"1/6 generate {args.num_videos} synthetic audio-visual videos -> "
+    t0 = _step(f"1/7 generate {args.num_videos} synthetic audio-visual videos -> "
                f"{out / 'synthetic'}")
     make_synthetic(out / "synthetic", num_videos=args.num_videos, classes=args.classes,
                    seed=0, workers=args.workers, distractors=(0, 1))
     _done(t0)
 
-    t0 = _step(f"2/6 preprocess -> {out / 'prepared'}")
+    t0 = _step(f"2/7 preprocess -> {out / 'prepared'}")
     prepared = out / "prepared"
     preprocess(out / "synthetic", prepared, fps=16.0, short_side=64, sample_rate=16000,
                gop=16, workers=args.workers)
     manifest = prepared / "manifest.jsonl"
     _done(t0)
 
-    t0 = _step("3/6 spectrogram statistics")
+    t0 = _step("3/7 spectrogram statistics")
     stats = prepared / "audio_stats.npz"
     common = [f"data.manifest={manifest}"]
     if not stats.is_file():
@@ -121,18 +132,22 @@ def run(args: argparse.Namespace) -> int:
     common.append(f"data.audio.stats={stats}")
     _done(t0)
 
-    t0 = _step("4/6 train AVID (cross-modal instance discrimination)")
+    t0 = _step("4/7 train AVID (cross-modal instance discrimination)")
     avid = _train(CONFIG_DIR / "avid.yaml", out, "avid", common, args.fresh)
     _done(t0)
 
-    t0 = _step("5/6 train CMA (cross-modal agreement) from the AVID checkpoint")
+    t0 = _step("5/7 train CMA (cross-modal agreement) from the AVID checkpoint")
     cma = _train(CONFIG_DIR / "cma.yaml", out, "cma",
                  [*common, f"method.init_from={out / 'runs/avid/checkpoints/last.pt'}"],
                  args.fresh)
     _done(t0)
 
-    t0 = _step("6/6 sound-source localization on the held-out videos")
+    t0 = _step("6/7 sound-source localization on the held-out videos")
     loc = _localize(manifest, out, stats)
+    _done(t0)
+
+    t0 = _step("7/7 linear probe and kNN on the synthetic labels, beside a random encoder")
+    _probe(out, manifest, stats)
     _done(t0)
 
     purity = _cma_purity(out, manifest)
