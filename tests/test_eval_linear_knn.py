@@ -15,13 +15,11 @@ from torch.utils.data import Dataset
 
 from avssl.config import from_dict, to_dict
 from avssl.data.dataset import AVClipDataset
-from avssl.data.synthetic import make_synthetic
 from avssl.eval.features import extract_features
 from avssl.eval.knn import knn_predict, knn_scores, knn_top1
 from avssl.eval.linear import linear_probe
 from avssl.methods import build_method
 from avssl.models import build_video_encoder
-from avssl.preprocess import preprocess
 
 DATA = {"split": "train", "eval_split": "test", "batch_size": 8, "num_workers": 0,
         "clips_per_video": 2, "require_audio": False,
@@ -33,13 +31,8 @@ MODEL = {"video": {"arch": "r2plus1d", "depth": 10, "width": 4},
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("evalprobe")
-    make_synthetic(root / "src", num_videos=16, classes=2, seed=1, duration=1.5, fps=16.0,
-                   size=(48, 48), sample_rate=16000, test_fraction=0.25, progress=False)
-    preprocess(root / "src", root / "prepared", fps=16.0, short_side=40, sample_rate=16000,
-               gop=8, workers=1, progress=False)
-    return root / "prepared" / "manifest.jsonl"
+def prepared(tiny_prepared: Path) -> Path:
+    return tiny_prepared
 
 
 @pytest.fixture(scope="module")

@@ -12,20 +12,13 @@ import pytest
 import torch
 import yaml
 
-from avssl.data.synthetic import make_synthetic
 from avssl.engine.checkpoint import load_checkpoint
 from avssl.engine.trainer import KILL_AT_STEP_ENV
-from avssl.preprocess import preprocess
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("trainer")
-    make_synthetic(root / "src", num_videos=16, classes=2, seed=1, duration=1.5, fps=16.0,
-                   size=(48, 48), sample_rate=16000, test_fraction=0.25, progress=False)
-    preprocess(root / "src", root / "prepared", fps=16.0, short_side=40, sample_rate=16000,
-               gop=8, workers=1, progress=False)
-    return root / "prepared" / "manifest.jsonl"
+def prepared(tiny_prepared: Path) -> Path:
+    return tiny_prepared
 
 
 def tiny_config(tmp: Path, manifest: Path, **extra: dict) -> Path:
