@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+import torch.multiprocessing as mp
 import yaml
 
 from avssl.config import from_dict, load_config
 from avssl.data.synthetic import make_synthetic
 from avssl.engine.checkpoint import save_checkpoint
 from avssl.eval import audio_eval, finetune, vcop
-from avssl.eval.finetune import multi_clip_accuracy
+from avssl.eval.finetune import (
+    FinetuneSettings,
+    SplitSpec,
+    finetune_split,
+    load_eval_config,
+    multi_clip_accuracy,
+)
 from avssl.eval.folds import k_fold_splits
 from avssl.eval.vcop import topk_class_recall
 from avssl.methods.base import AVEncoders
@@ -151,6 +160,61 @@ def test_finetune_end_to_end(setup: dict[str, Path], capsys: pytest.CaptureFixtu
     assert res["mean"]["video@1"] == pytest.approx(
         sum(r["video@1"] for r in res["splits"]) / 2)
     assert "Video@1" in capsys.readouterr().out
+
+
+# overrides for the DDP comparison: one full batch of the 8 training videos per step (so the
+# gradient is the same whatever the split over processes), no dropout
+DDP_OVERRIDES = ["data.batch_size=8", "eval.dropout=0.0", "eval.num_test_clips=3"]
+DDP_RUNS = {"warmup": ["train.epochs=0", "eval.warmup_epochs=2"],
+            "finetune": ["train.epochs=2", "eval.warmup_epochs=0"]}
+
+
+def _finetune_outputs(config: str, ckpt: str, extra: list[str]) -> dict[str, Any]:
+    cfg, settings = load_eval_config(config, DDP_OVERRIDES + extra, FinetuneSettings)
+    out: dict[str, Any] = {}
+    res = finetune_split(cfg, settings, SplitSpec("train", "test"), ckpt, outputs=out)
+    return {"result": res, "probs": out["probs"], "video_index": out["video_index"],
+            "state": {k: v.detach().clone() for k, v in out["model"].state_dict().items()}}
+
+
+def _ddp_finetune_worker(r: int, world: int, tmp: str, config: str, ckpt: str) -> None:
+    from avssl.engine import distributed as D
+
+    torch.set_num_threads(1)
+    os.environ.update(RANK=str(r), WORLD_SIZE=str(world), LOCAL_RANK=str(r))
+    D.init_distributed(backend="gloo", init_method=f"file://{tmp}/store")
+    try:
+        torch.save({name: _finetune_outputs(config, ckpt, extra)
+                    for name, extra in DDP_RUNS.items()}, f"{tmp}/rank{r}.pt")
+    finally:
+        D.cleanup()
+
+
+def test_finetune_ddp_two_processes(setup: dict[str, Path], tmp_path: Path) -> None:
+    """2 gloo processes: the warm-up (frozen encoder in eval mode, full-batch steps) equals a
+    single process; fine-tuning keeps every weight identical across the processes; the
+    sharded test predictions come back complete and in dataset order."""
+    config, ckpt = str(setup["config"]), str(setup["ckpt"])
+    mp.spawn(_ddp_finetune_worker, args=(2, str(tmp_path), config, ckpt), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    single = {name: _finetune_outputs(config, ckpt, extra) for name, extra in DDP_RUNS.items()}
+    for name in DDP_RUNS:
+        a, b, s = ranks[0][name], ranks[1][name], single[name]
+        assert a["result"]["num_processes"] == 2 and s["result"]["num_processes"] == 1
+        for k, v in a["state"].items():  # DDP: the processes never drift apart
+            assert torch.equal(v, b["state"][k]), (name, k)
+        assert torch.equal(a["probs"], b["probs"])
+        assert torch.equal(a["video_index"], s["video_index"])  # every clip, dataset order
+        assert len(a["probs"]) == 3 * s["result"]["num_test"]
+    w, s = ranks[0]["warmup"], single["warmup"]
+    assert not torch.allclose(w["state"]["classifier.fc.weight"],
+                              _finetune_outputs(config, ckpt, ["train.epochs=0",
+                                                               "eval.warmup_epochs=0"])
+                              ["state"]["classifier.fc.weight"])  # the warm-up did train
+    for k, v in s["state"].items():
+        torch.testing.assert_close(w["state"][k], v, rtol=1e-5, atol=1e-6, msg=k)
+    torch.testing.assert_close(w["probs"], s["probs"], rtol=1e-5, atol=1e-6)
+    assert w["result"]["clip@1"] == s["result"]["clip@1"]
 
 
 def test_vcop_retrieval_end_to_end(setup: dict[str, Path], tmp_path: Path) -> None:

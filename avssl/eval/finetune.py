@@ -6,7 +6,11 @@ schedule (UCF: 16 epochs, milestones 6/10/14, gamma 0.3; HMDB: 10 epochs). Test:
 clip on its own) and Video@1 (softmax averaged over 10 uniformly spaced clips per video). Each
 (train split, test split) pair is reported and the mean over pairs.
 
-Single process (no DDP): one GPU or the CPU.
+Multi-GPU / multi-node like training: under ``torchrun`` the global ``data.batch_size`` is split
+over the processes, gradients are averaged by DistributedDataParallel (the classifier alone
+during the warm-up epochs, the whole model after), and the test clips are sharded over the
+processes without padding and gathered before scoring, so the numbers do not depend on the
+number of processes beyond the usual per-GPU BatchNorm statistics. Rank 0 writes the results.
 
 Also the helpers shared by the other protocols of this package (:mod:`avssl.eval.vcop`,
 :mod:`avssl.eval.audio_eval`): loading a config with an ``eval`` section, loading encoders from
@@ -131,6 +135,7 @@ def results_path(args: argparse.Namespace, protocol: str) -> Path:
 
 
 def device() -> torch.device:
+    """CUDA when available, else the CPU (single-process protocols)."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -193,31 +198,75 @@ def _num_classes(ds: Any) -> int:
 @torch.no_grad()
 def predict_clips(model: nn.Module, loader: DataLoader, dev: torch.device, progress: bool = False
                   ) -> tuple[Tensor, Tensor, Tensor]:
-    """Softmax (N_clips, C), video index (N_clips,), label (N_clips,) of every test clip."""
+    """Softmax (N_clips, C), video index (N_clips,), label (N_clips,) of every clip of
+    ``loader``; under DDP each process predicts its own shard and the shards are gathered."""
     from tqdm import tqdm
+
+    from avssl.engine.distributed import all_gather_nograd
 
     model.eval()
     probs, idx, labels = [], [], []
     for batch in tqdm(loader, desc="test", leave=False, disable=None if progress else True):
-        probs.append(F.softmax(model(batch["video"].to(dev)).float(), dim=1).cpu())
-        idx.append(batch["index"])
-        labels.append(batch["label"])
-    return torch.cat(probs), torch.cat(idx), torch.cat(labels)
+        probs.append(F.softmax(model(batch["video"].to(dev)).float(), dim=1))
+        idx.append(batch["index"].to(dev))
+        labels.append(batch["label"].to(dev))
+    out = [torch.cat(t) if t else torch.empty(0, device=dev) for t in (probs, idx, labels)]
+    return tuple(all_gather_nograd(t).cpu() for t in out)  # type: ignore[return-value]
+
+
+def _shard(dataset: Any, rank: int, world: int) -> Any:
+    """Items rank, rank + world, ... of ``dataset`` (no padding: every clip scored once)."""
+    from torch.utils.data import Subset
+
+    if world == 1:
+        return dataset
+    return Subset(dataset, range(rank, len(dataset), world))
+
+
+def _average_buffers(model: nn.Module) -> None:
+    """Average floating-point buffers (BatchNorm running statistics) over the processes:
+    each one updated them on its own shard in the last forward pass, and the test must use
+    one model everywhere."""
+    from avssl.engine.distributed import all_reduce_mean
+
+    for b in model.buffers():
+        if b.is_floating_point():
+            b.copy_(all_reduce_mean(b))
+
+
+def _unshuffle(t: Tensor, order: Tensor) -> Tensor:
+    """Rows of ``t`` are items ``order``: put row k at position ``order[k]``."""
+    out = torch.empty_like(t)
+    out[order] = t
+    return out
+
+
+def _ddp(module: nn.Module, dev: torch.device) -> nn.Module:
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(module, device_ids=[dev.index] if dev.type == "cuda" else None)
 
 
 def finetune_split(cfg: Config, settings: FinetuneSettings, split: SplitSpec,
-                   checkpoint: str | Path | None, progress: bool = False) -> dict[str, Any]:
+                   checkpoint: str | Path | None, progress: bool = False,
+                   outputs: dict[str, Any] | None = None) -> dict[str, Any]:
     """Fine-tune a fresh copy of the encoder on ``split.train``, test on ``split.test``.
 
     Returns ``clip@1``, ``video@1`` (fractions), ``num_train``/``num_test`` videos, losses.
+    Under ``torchrun`` (an initialized process group) it runs data-parallel; every process
+    returns the same result. ``outputs``, when given, receives the trained ``model`` and the
+    test ``probs`` (N_clips, C), ``video_index`` and ``labels`` (N_clips,).
     """
     from tqdm import tqdm
 
     from avssl.data.dataset import AVClipDataset, build_loader
+    from avssl.engine.distributed import all_reduce_mean, init_distributed
 
+    info = init_distributed()
+    world, dev = info.world_size, info.device
+    progress = progress and info.is_main
     torch.manual_seed(cfg.seed)
     manifest = split.manifest or cfg.data.manifest
-    dev = device()
     train_ds = AVClipDataset(manifest, cfg.data, split=split.train, train=True,
                              clip_mode="random", clips_per_video=1, require_audio=False,
                              seed=cfg.seed)
@@ -225,12 +274,18 @@ def finetune_split(cfg: Config, settings: FinetuneSettings, split: SplitSpec,
                             clip_mode="uniform", clips_per_video=settings.num_test_clips,
                             require_audio=False, seed=cfg.seed)
     num_classes = _num_classes(train_ds)
-    bs = min(cfg.data.batch_size, len(train_ds))
+    if cfg.data.batch_size % world:
+        raise ValueError(f"data.batch_size={cfg.data.batch_size} is not divisible by the "
+                         f"{world} processes")
+    bs = min(cfg.data.batch_size, len(train_ds)) // world
+    if bs < 1:
+        raise ValueError(f"{len(train_ds)} training clips cannot feed {world} processes")
+    drop_last = len(train_ds) > bs * world
     train_loader = build_loader(train_ds, bs, cfg.data.num_workers, shuffle=True,
-                                drop_last=len(train_ds) > bs, seed=cfg.seed, distributed=False)
-    test_loader = build_loader(test_ds, settings.test_batch_size or cfg.data.batch_size,
-                               cfg.data.num_workers, shuffle=False, drop_last=False,
-                               distributed=False)
+                                drop_last=drop_last, seed=cfg.seed, distributed=world > 1)
+    test_bs = max(1, (settings.test_batch_size or cfg.data.batch_size) // world)
+    test_loader = build_loader(_shard(test_ds, info.rank, world), test_bs, cfg.data.num_workers,
+                               shuffle=False, drop_last=False, distributed=False)
     model = VideoClassifier(load_encoder(cfg, checkpoint, "video"), num_classes,
                             settings.dropout).to(dev)
     steps = len(train_loader)
@@ -240,6 +295,10 @@ def finetune_split(cfg: Config, settings: FinetuneSettings, split: SplitSpec,
     sched = build_scheduler(opt, cfg.optim, steps, cfg.train.epochs)
     losses: list[float] = []
     total = settings.warmup_epochs + cfg.train.epochs
+    # Warm-up trains the classifier on frozen features: DDP then wraps the classifier alone
+    # (DDP expects a gradient for every parameter it holds).
+    warm_net = _ddp(model.classifier, dev) if world > 1 and settings.warmup_epochs else None
+    full_net = _ddp(model, dev) if world > 1 and cfg.train.epochs else model
     for epoch in range(total):
         warm = epoch < settings.warmup_epochs
         for p in model.encoder.parameters():
@@ -254,8 +313,14 @@ def finetune_split(cfg: Config, settings: FinetuneSettings, split: SplitSpec,
         for step, batch in enumerate(bar):
             if step >= steps:
                 break
-            loss = F.cross_entropy(model(batch["video"].to(dev)).float(),
-                                   batch["label"].to(dev))
+            x = batch["video"].to(dev)
+            if warm:
+                with torch.no_grad():
+                    feats = model.encoder(x)
+                logits = (warm_net or model.classifier)(feats)
+            else:
+                logits = full_net(x)
+            loss = F.cross_entropy(logits.float(), batch["label"].to(dev))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.optim.grad_clip:
@@ -264,17 +329,26 @@ def finetune_split(cfg: Config, settings: FinetuneSettings, split: SplitSpec,
             if not warm:
                 sched.step()
             run, n = run + float(loss.detach()), n + 1
-        losses.append(run / max(n, 1))
+        mean_loss = float(all_reduce_mean(torch.tensor([run / max(n, 1)], device=dev)))
+        losses.append(mean_loss)
         log.info("epoch %d/%d%s: loss %.4f", epoch + 1, total, " (warm-up)" if warm else "",
                  losses[-1])
         if not math.isfinite(losses[-1]):
             raise RuntimeError(f"loss is {losses[-1]} at epoch {epoch + 1}")
+    if world > 1:
+        _average_buffers(model)
     probs, idx, labels = predict_clips(model, test_loader, dev, progress)
+    if world > 1:  # shards were gathered in rank order: back to dataset order
+        order = torch.cat([torch.arange(r, len(test_ds), world) for r in range(world)])
+        probs, idx, labels = (_unshuffle(t, order) for t in (probs, idx, labels))
     clip_acc, video_acc = multi_clip_accuracy(probs, idx, labels)
+    if outputs is not None:
+        outputs.update(model=model, probs=probs, video_index=idx, labels=labels)
     return {"train_split": split.train, "test_split": split.test, "manifest": str(manifest),
             "num_classes": num_classes, "num_train": train_ds.num_videos,
             "num_test": test_ds.num_videos, "clips_per_test_video": settings.num_test_clips,
-            "clip@1": clip_acc, "video@1": video_acc, "train_loss": losses}
+            "num_processes": world, "clip@1": clip_acc, "video@1": video_acc,
+            "train_loss": losses}
 
 
 def finetune(cfg: Config, settings: FinetuneSettings, checkpoint: str | Path | None,
@@ -299,10 +373,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Config/manifest/checkpoint errors propagate to the top-level CLI (exit code 2)."""
+    """Config/manifest/checkpoint errors propagate to the top-level CLI (exit code 2).
+    Under ``torchrun`` every process fine-tunes its share; rank 0 writes and prints."""
+    from avssl.engine.distributed import cleanup, init_distributed
+
     cfg, settings = load_eval_config(args.config, args.overrides, FinetuneSettings)
     out = results_path(args, "finetune")
-    res = finetune(cfg, settings, args.checkpoint, progress=not args.no_progress)
+    info = init_distributed()
+    try:
+        res = finetune(cfg, settings, args.checkpoint, progress=not args.no_progress)
+    finally:
+        cleanup()
+    if not info.is_main:
+        return 0
     atomic_write_json(out, res)
     rows = [[f"{r['train_split']}/{r['test_split']}", r["num_test"], r["clip@1"], r["video@1"]]
             for r in res["splits"]]
