@@ -101,12 +101,19 @@ class EncoderConfig:
     depth: int | None = opt(None, lo=1, doc="null: the arch's own (r2plus1d 18, audio_cnn 10)")
     width: int = opt(64, lo=1, doc="channels of the first stage (64 in the paper)")
     pretrained: str | None = None
+    spatial_stride: int = opt(32, choices=(8, 16, 32),
+                              doc="r2plus1d only: pixels per conv5x location (32 published; "
+                                  "16/8 dilate the last stages for finer localization maps)")
 
 
 @dataclass
 class HeadConfig:
     hidden: list[int] = opt(factory=lambda: [512, 512])
     out_dim: int = opt(128, lo=1)
+    video_grid_pool: str = opt("off", choices=("off", "max", "avg"),
+                               doc="off: pool conv5x, then project (published); max/avg: "
+                                   "project every conv5x location and pool the projections, "
+                                   "so training shapes the space localization maps live in")
 
 
 @dataclass
@@ -150,7 +157,7 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = opt(30, lo=1)
+    epochs: int = opt(30, lo=0, doc="0: no training steps (fine-tuning: the warm-up only)")
     amp: str = opt("none", choices=("none", "bf16", "fp16"))
     channels_last: bool = False
     deterministic: bool = False

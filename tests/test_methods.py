@@ -369,3 +369,29 @@ def test_avid_state_dict_loads_into_cma() -> None:
     for key, val in avid.state_dict().items():
         assert torch.equal(method.state_dict()[key], val), key
     assert int(method.mined_epoch) == -1  # CMA still mines at its first epoch
+
+
+def test_video_grid_pool_projects_every_location() -> None:
+    """``model.head.video_grid_pool``: the head projects each conv5x location and the
+    projections are pooled (max / avg) before the L2 norm; a 1-location grid gives the
+    published order (pool, then project) exactly."""
+    from avssl.methods.base import AVEncoders
+
+    video = torch.randn(3, 3, 8, 64, 64)
+    for pool in ("max", "avg"):
+        cfg = make_cfg()
+        cfg.model.head.video_grid_pool = pool
+        torch.manual_seed(0)
+        enc = AVEncoders(cfg).eval()
+        with torch.no_grad():
+            grid = enc.video.forward_grid(video)  # (B, C, 1, 2, 2)
+            z = enc.video_head.projection(grid.flatten(2).transpose(1, 2))
+            want = F.normalize(z.amax(1) if pool == "max" else z.mean(1), dim=1)
+            torch.testing.assert_close(enc.embed_video(video), want)
+            enc.video_grid_pool = "off"
+            off = enc.embed_video(video)
+            assert (off - want).abs().max() > 1e-3  # a different embedding on a 2x2 grid
+            small = video[..., :16, :16]  # conv5x is 1x1
+            enc.video_grid_pool = pool
+            torch.testing.assert_close(enc.embed_video(small), F.normalize(
+                enc.video_head(enc.video(small)), dim=1))

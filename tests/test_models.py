@@ -323,3 +323,36 @@ def test_pretrained_loads_under_found_prefix(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"model\.video\.pretrained"):
         build_video_encoder(EncoderConfig(arch="r2plus1d", depth=10, width=8,
                                           pretrained=str(path)))
+
+
+@pytest.mark.parametrize("depth", [10, 18])
+def test_r2plus1d_spatial_stride_same_weights_finer_grid(depth: int) -> None:
+    """Trading the last strides for dilation keeps the weights and computes the stride-32
+    map exactly at every (32 / s)-th location (Yu & Koltun 2016), on a (32 / s)x finer grid."""
+    torch.manual_seed(0)
+    ref = R2Plus1D(depth=depth, width=4).eval()
+    x = torch.randn(2, 3, 8, 64, 64)
+    with torch.no_grad():
+        for b in ref.modules():  # non-trivial BN statistics
+            if isinstance(b, nn.BatchNorm3d):
+                b.running_mean.uniform_(-0.2, 0.2)
+                b.running_var.uniform_(0.5, 1.5)
+        want = ref.forward_grid(x)
+        assert want.shape[-2:] == (2, 2)
+        for stride, size in ((16, 4), (8, 8)):
+            m = R2Plus1D(depth=depth, width=4, spatial_stride=stride).eval()
+            m.load_state_dict(ref.state_dict())  # same keys and shapes
+            got = m.forward_grid(x)
+            assert got.shape == (*want.shape[:3], size, size)
+            step = 32 // stride
+            torch.testing.assert_close(got[..., ::step, ::step], want, rtol=1e-4, atol=1e-5)
+            assert m.forward(x).shape == ref.forward(x).shape
+
+
+def test_spatial_stride_from_config_and_errors() -> None:
+    m = build_video_encoder(EncoderConfig(arch="r2plus1d", depth=10, width=4, spatial_stride=8))
+    assert m.forward_grid(torch.randn(1, 3, 4, 56, 56)).shape[-2:] == (7, 7)
+    with pytest.raises(ConfigError, match=r"model\.video\.spatial_stride.*r2plus1d"):
+        build_video_encoder(EncoderConfig(arch="tv_r3d_18", width=4, spatial_stride=16))
+    with pytest.raises(ValueError, match="spatial_stride"):
+        R2Plus1D(depth=10, width=4, spatial_stride=4)

@@ -105,6 +105,7 @@ class Options:
     max_seconds: float = 30.0
     short_side: int | None = None
     max_size: int = 480
+    min_display: int = 256
     eval_size: int = 224
     alpha: float = 0.5
     batch_size: int = 8
@@ -193,12 +194,23 @@ class Decoded:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def display_size(width: int, height: int, max_size: int, min_short: int) -> tuple[int, int]:
+def display_size(width: int, height: int, max_size: int, min_short: int,
+                 upscale: bool = False) -> tuple[int, int]:
     """(w, h) to keep frames at: long side at most ``max_size`` unless that would make the short
-    side smaller than ``min_short`` (the model input); never upscaled; even numbers."""
+    side smaller than ``min_short`` (the model input); upscaled to ``min_short`` only when
+    ``upscale``; even numbers."""
     s = min(1.0, max_size / max(width, height))
-    s = max(s, min(1.0, min_short / min(width, height)))
+    s = max(s, min_short / min(width, height) if upscale else
+            min(1.0, min_short / min(width, height)))
     return max(2, 2 * round(width * s / 2)), max(2, 2 * round(height * s / 2))
+
+
+def _resize_rgb(img: np.ndarray, width: int, height: int) -> np.ndarray:
+    """uint8 (H, W, 3) -> (height, width, 3), bicubic (for display only)."""
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize(
+        (width, height), Image.Resampling.BICUBIC))
 
 
 def _describe(exc: BaseException) -> str:
@@ -657,7 +669,10 @@ def finish_video(work: Work, loc: Localizer, cal: Calibration, opts: Options,
         return result
     frames = np.load(work.frames_file, mmap_mode="r")  # type: ignore[arg-type]
     audio = np.load(work.audio_file) if work.audio_file is not None else None
-    H, W = frames.shape[1:3]
+    # overlays are drawn at least ``min_display`` pixels on the short side (small prepared
+    # videos are upscaled for viewing only; the model saw them at ``short_side``)
+    H, W = display_size(frames.shape[2], frames.shape[1], 1 << 30, opts.min_display,
+                        upscale=True)[::-1]
     T = loc.T
     heat_frames: list[np.ndarray | None] = [None] * work.n_frames
     labels = ["no audio"] * work.n_frames
@@ -713,6 +728,8 @@ def finish_video(work: Work, loc: Localizer, cal: Calibration, opts: Options,
 
     def render(f: int) -> np.ndarray:
         img = np.asarray(frames[f])
+        if img.shape[:2] != (H, W):
+            img = _resize_rgb(img, W, H)
         if heat_frames[f] is not None:
             img = overlay(img, heat_frames[f], opts.alpha)  # type: ignore[arg-type]
         if ann is not None and f in boxed:
@@ -881,6 +898,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                        "(default: the model's data.video.resize)")
     parser.add_argument("--max-size", type=int, default=d.max_size,
                         help="long side of the overlay frames (default %(default)s)")
+    parser.add_argument("--min-display", type=int, default=d.min_display,
+                        help="short side of the overlay frames at least (upscaled for viewing; "
+                             "default %(default)s)")
     parser.add_argument("--eval-size", type=int, default=d.eval_size,
                         help="ground-truth grid for cIoU (default %(default)s)")
     parser.add_argument("--alpha", type=float, default=d.alpha, help="heatmap opacity")

@@ -24,10 +24,22 @@ class AVEncoders(nn.Module):
         self.video_head = build_head(self.video.out_dim, cfg.model.head)
         self.audio_head = build_head(self.audio.out_dim, cfg.model.head)
         self.embed_dim = cfg.model.head.out_dim
+        self.video_grid_pool = cfg.model.head.video_grid_pool
 
     def embed_video(self, video: Tensor) -> Tensor:
-        """(B, 3, T, H, W) -> L2-normalized (B, D)."""
-        return F.normalize(self.video_head(self.video(video)), dim=1)
+        """(B, 3, T, H, W) -> L2-normalized (B, D).
+
+        With ``model.head.video_grid_pool`` max/avg the head projects every location of the last
+        grid (B, C, T', H', W') -> (B, T'H'W', D) and those projections are pooled, instead of
+        projecting the pooled features: the embedding is then built from the very per-location
+        vectors that sound-source localization compares with the audio.
+        """
+        if self.video_grid_pool == "off":
+            return F.normalize(self.video_head(self.video(video)), dim=1)
+        grid = self.video.forward_grid(video).flatten(2).transpose(1, 2)  # (B, L, C)
+        z = self.video_head.projection(grid)  # (B, L, D), unnormalized
+        z = z.amax(1) if self.video_grid_pool == "max" else z.mean(1)
+        return F.normalize(z.float(), dim=1)
 
     def embed_audio(self, audio: Tensor) -> Tensor:
         """(B, 1, T_a, F) -> L2-normalized (B, D)."""

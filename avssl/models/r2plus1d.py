@@ -35,6 +35,7 @@ R2PLUS1D_LAYERS: dict[int, tuple[int, int, int, int]] = {
     34: (3, 4, 6, 3),
 }
 STAGES = ("conv2x", "conv3x", "conv4x", "conv5x")
+SPATIAL_STRIDES = (8, 16, 32)
 
 
 class BasicR2P1DBlock(nn.Module):
@@ -46,21 +47,26 @@ class BasicR2P1DBlock(nn.Module):
 
     The stride (s_t, s, s) is split like a factorized strided 3x3x3 conv: the spatial part on
     ``spt_conv1``, the temporal part on ``tmp_conv1``, so the block downsamples in its first
-    (2+1)D pair and the second pair runs at the output resolution.
+    (2+1)D pair and the second pair runs at the output resolution. ``dilation`` dilates both
+    spatial convs (stages whose spatial stride was traded for resolution, see ``R2Plus1D``);
+    ``first_dilation`` (default ``dilation``) is that of ``spt_conv1``, which in the first block
+    of such a stage stands where the strided conv was and keeps the previous stage's dilation.
     """
 
     def __init__(self, in_planes: int, out_planes: int,
-                 stride: tuple[int, int, int] = (1, 1, 1)) -> None:
+                 stride: tuple[int, int, int] = (1, 1, 1), dilation: int = 1,
+                 first_dilation: int | None = None) -> None:
         super().__init__()
         st, sh, sw = stride
+        d, d1 = dilation, first_dilation or dilation
         self.spt_conv1 = nn.Conv3d(in_planes, out_planes, (1, 3, 3), stride=(1, sh, sw),
-                                   padding=(0, 1, 1), bias=False)
+                                   padding=(0, d1, d1), dilation=(1, d1, d1), bias=False)
         self.spt_bn1 = nn.BatchNorm3d(out_planes)
         self.tmp_conv1 = nn.Conv3d(out_planes, out_planes, (3, 1, 1), stride=(st, 1, 1),
                                    padding=(1, 0, 0), bias=False)
         self.tmp_bn1 = nn.BatchNorm3d(out_planes)
-        self.spt_conv2 = nn.Conv3d(out_planes, out_planes, (1, 3, 3), padding=(0, 1, 1),
-                                   bias=False)
+        self.spt_conv2 = nn.Conv3d(out_planes, out_planes, (1, 3, 3), padding=(0, d, d),
+                                   dilation=(1, d, d), bias=False)
         self.spt_bn2 = nn.BatchNorm3d(out_planes)
         self.tmp_conv2 = nn.Conv3d(out_planes, out_planes, (3, 1, 1), padding=(1, 0, 0),
                                    bias=False)
@@ -87,14 +93,23 @@ class R2Plus1D(Encoder):
         width: channels of the stem and conv2x; the stages have width * (1, 2, 4, 8).
             64 is the published model (15,379,136 parameters at depth 18).
         pool: global pooling of conv5x into the embedding ("max", as published, or "avg").
+        spatial_stride: input pixels per conv5x location: 32 (published), 16 or 8. Below 32
+            the last one or two stages keep their resolution and dilate their spatial convs
+            instead (Yu & Koltun 2016; torchvision's ``replace_stride_with_dilation``): the
+            same weights, a 2x or 4x finer grid for sound-source localization maps.
     """
 
-    def __init__(self, depth: int = 18, width: int = 64, pool: Pool = "max") -> None:
+    def __init__(self, depth: int = 18, width: int = 64, pool: Pool = "max",
+                 spatial_stride: int = 32) -> None:
         super().__init__()
         if depth not in R2PLUS1D_LAYERS:
             raise ValueError(f"R2Plus1D depth must be one of {sorted(R2PLUS1D_LAYERS)}, "
                              f"got {depth}")
+        if spatial_stride not in SPATIAL_STRIDES:
+            raise ValueError(f"R2Plus1D spatial_stride must be one of {SPATIAL_STRIDES}, "
+                             f"got {spatial_stride}")
         self.depth, self.width, self.pool = depth, width, pool
+        self.spatial_stride = spatial_stride
         # MaxPool padding (0,1,1) is what turns 112x112 into 56x56 (without it: 55x55).
         self.conv1 = nn.Sequential(
             nn.Conv3d(3, width, (3, 7, 7), stride=(1, 2, 2), padding=(1, 3, 3), bias=False),
@@ -104,11 +119,18 @@ class R2Plus1D(Encoder):
         )
         in_planes = width
         self.feature_dims = {}
+        total, dilation = 4, 1  # the stem's stride
         for i, (name, blocks) in enumerate(zip(STAGES, R2PLUS1D_LAYERS[depth])):
             planes = width * 2**i
-            stride = (1, 1, 1) if i == 0 else (2, 2, 2)
-            layers = [BasicR2P1DBlock(in_planes, planes, stride)]
-            layers += [BasicR2P1DBlock(planes, planes) for _ in range(blocks - 1)]
+            stride, previous = (1, 1, 1), dilation
+            if i > 0:
+                if total < spatial_stride:
+                    stride, total = (2, 2, 2), total * 2
+                else:  # keep the resolution, dilate to keep the receptive field
+                    stride, dilation = (2, 1, 1), dilation * 2
+            layers = [BasicR2P1DBlock(in_planes, planes, stride, dilation, previous)]
+            layers += [BasicR2P1DBlock(planes, planes, dilation=dilation)
+                       for _ in range(blocks - 1)]
             setattr(self, name, nn.Sequential(*layers))
             self.feature_dims[name] = planes
             in_planes = planes
@@ -118,7 +140,7 @@ class R2Plus1D(Encoder):
 
     def forward_features(self, x: Tensor) -> dict[str, Tensor]:
         """(B, 3, T, H, W) -> {"conv2x": (B, w, T, H/4, W/4), ..., "conv5x": (B, 8w, T/8,
-        H/32, W/32)} (sizes rounded up at each stride)."""
+        H/s, W/s)} with s = ``spatial_stride`` (sizes rounded up at each stride)."""
         feats: dict[str, Tensor] = {}
         x = self.conv1(x)
         for name in STAGES:

@@ -24,18 +24,20 @@ from avssl.models.r2plus1d import R2PLUS1D_LAYERS, R2Plus1D
 from avssl.models.resnet_audio import ResNetAudio
 from avssl.models.torchvision_video import TorchvisionVideoResNet
 
-EncoderFactory = Callable[[int | None, int], Encoder]  # (depth or None = default, width)
+EncoderFactory = Callable[..., Encoder]  # (depth or None = default, width[, spatial_stride])
+#: archs whose factory also takes ``spatial_stride`` (the others have the published 32)
+STRIDED_ARCHS = frozenset({"r2plus1d"})
 
 
 class _DepthError(ValueError):
     """A depth the arch does not have (re-raised by the builders as a ConfigError)."""
 
 
-def _r2plus1d(depth: int | None, width: int) -> Encoder:
+def _r2plus1d(depth: int | None, width: int, spatial_stride: int = 32) -> Encoder:
     depth = 18 if depth is None else depth
     if depth not in R2PLUS1D_LAYERS:
         raise _DepthError(f"r2plus1d has depths {sorted(R2PLUS1D_LAYERS)}, got {depth}")
-    return R2Plus1D(depth=depth, width=width)
+    return R2Plus1D(depth=depth, width=width, spatial_stride=spatial_stride)
 
 
 def _audio_cnn(depth: int | None, width: int) -> Encoder:
@@ -61,7 +63,13 @@ def _build(registry: Mapping[str, EncoderFactory], cfg: EncoderConfig, key: str,
         raise ConfigError(f"{key}.arch: unknown {modality} encoder {cfg.arch!r} "
                           f"(known: {', '.join(registry)})")
     try:
-        model = registry[cfg.arch](cfg.depth, cfg.width)
+        if cfg.arch in STRIDED_ARCHS:
+            model = registry[cfg.arch](cfg.depth, cfg.width, cfg.spatial_stride)
+        elif cfg.spatial_stride != 32:
+            raise ConfigError(f"{key}.spatial_stride: only {', '.join(sorted(STRIDED_ARCHS))} "
+                              f"can change it; {cfg.arch} has 32 (remove the key)")
+        else:
+            model = registry[cfg.arch](cfg.depth, cfg.width)
     except _DepthError as e:
         raise ConfigError(f"{key}.depth: {e}") from None
     if cfg.pretrained:
