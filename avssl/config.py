@@ -132,6 +132,10 @@ class MethodConfig:
     temperature: float = opt(0.07, lo=1e-4)
     num_negatives: int = opt(1024, lo=1)
     memory_momentum: float = opt(0.5, lo=0.0, hi=1.0)
+    localization_weight: float = opt(0.0, lo=0.0,
+                                     doc="weight of an in-batch multiple-instance term (EZ-VSL): "
+                                         "each sound vs the best-matching location of every "
+                                         "video; trains the localization maps directly")
     # CMA
     init_from: str | None = opt(None, doc="AVID checkpoint to start CMA from")
     num_positives: int = opt(32, lo=1)

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from avssl.losses import NCEConstant, estimate_log_z, info_nce_loss, nce_loss
 
@@ -176,3 +177,54 @@ def test_shape_errors() -> None:
         info_nce_loss(torch.zeros(3, 1, 1), torch.zeros(3, 5))
     with pytest.raises(ValueError):
         nce_loss(torch.zeros(3, 1), torch.zeros(3, 5), 0.0, 0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Multiple-instance localization term (EZ-VSL)
+# ----------------------------------------------------------------------------------------------
+def reference_mil(v: list[list[list[float]]], a: list[list[float]], t: float) -> float:
+    """Written out with Python floats: S[i][j] = max_l <v_i,l, a_j>; symmetric cross-entropy."""
+    n = len(a)
+    s = [[max(sum(x * y for x, y in zip(loc, a[j])) for loc in v[i]) for j in range(n)]
+         for i in range(n)]
+    total = 0.0
+    for i in range(n):
+        row = math.log(sum(math.exp(s[i][j] / t) for j in range(n))) - s[i][i] / t
+        col = math.log(sum(math.exp(s[j][i] / t) for j in range(n))) - s[i][i] / t
+        total += 0.5 * (row + col)
+    return total / n
+
+
+def test_mil_contrastive_loss_against_written_out_formula() -> None:
+    from avssl.losses.localization import mil_contrastive_loss
+
+    g = torch.Generator().manual_seed(0)
+    v = F.normalize(torch.randn(5, 6, 4, generator=g, dtype=torch.float64), dim=-1)
+    a = F.normalize(torch.randn(5, 4, generator=g, dtype=torch.float64), dim=-1)
+    got = mil_contrastive_loss(v, a, 0.1)
+    assert got.dtype == torch.float32
+    assert float(got) == pytest.approx(reference_mil(v.tolist(), a.tolist(), 0.1), rel=1e-5)
+    # anchors split over "processes" (rows 0-1, 2-3, 4 of the same candidates): the
+    # size-weighted mean of their losses is the full loss
+    parts = [(mil_contrastive_loss(v[lo:hi], a[lo:hi], 0.1, video_all=v, audio_all=a,
+                                   offset=lo), hi - lo) for lo, hi in ((0, 2), (2, 4), (4, 5))]
+    assert float(parts[1][0]) != pytest.approx(float(got), rel=1e-3)
+    assert float(sum(loss * n for loss, n in parts) / 5) == pytest.approx(float(got), rel=1e-6)
+
+
+def test_mil_loss_only_the_best_location_matters() -> None:
+    """Moving a non-maximal location changes nothing; the loss falls as the matching location
+    of the positive video aligns with its sound."""
+    from avssl.losses.localization import mil_contrastive_loss
+
+    a = torch.eye(3)
+    v = torch.full((3, 2, 3), 0.0)
+    v[:, 0] = F.normalize(torch.tensor([[0.9, 0.3, 0.3], [0.3, 0.9, 0.3], [0.3, 0.3, 0.9]]), dim=1)
+    v[:, 1] = F.normalize(torch.ones(3), dim=0) * 0.1  # a weak background location
+    base = mil_contrastive_loss(v, a, 0.1)
+    v2 = v.clone()
+    v2[:, 1] = -v2[:, 1]
+    assert float(mil_contrastive_loss(v2, a, 0.1)) == pytest.approx(float(base))
+    v3 = v.clone()
+    v3[0, 0] = torch.tensor([1.0, 0.0, 0.0])
+    assert float(mil_contrastive_loss(v3, a, 0.1)) < float(base)

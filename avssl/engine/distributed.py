@@ -115,6 +115,14 @@ def _gather_sizes(n: int, device: torch.device) -> list[int]:
     return [int(s.item()) for s in sizes]
 
 
+def rank_offset(n: int, device: torch.device | str = "cpu") -> int:
+    """Row of this process's first item in a rank-ordered gather of ``n`` items per process
+    (sizes may differ): the sum of the sizes of the lower ranks. Single process: 0."""
+    if not is_dist() or world_size() == 1:
+        return 0
+    return sum(_gather_sizes(n, torch.device(device))[: rank()])
+
+
 def _pad_rows(t: Tensor, rows: int) -> Tensor:
     if t.shape[0] == rows:
         return t

@@ -9,6 +9,9 @@ Self-modal (video vs video bank, audio vs audio bank) and joint (both) are the p
 Distributed policy: every rank draws its own negatives; the banks are updated with the
 all-gathered embeddings so all ranks hold identical banks (see :mod:`avssl.memory.bank`); the
 noise constant Z is estimated on the first batch, averaged across ranks, then frozen.
+
+Optional (``method.localization_weight`` > 0, not in the paper): the multiple-instance term of
+:mod:`avssl.losses.localization` (EZ-VSL) is added, to train sound-source localization maps.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from avssl.config import Config
+from avssl.losses.localization import mil_contrastive_loss_global
 from avssl.losses.nce import NCEConstant, info_nce_loss, nce_loss
 from avssl.memory.bank import MemoryBank
 from avssl.methods.base import AVEncoders, float32
@@ -79,15 +83,29 @@ class AVID(nn.Module):
         self.memory["video"].update(idx, emb["v"].detach())
         self.memory["audio"].update(idx, emb["a"].detach())
 
+    def embed(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Embeddings {"v": (B, D), "a": (B, D)} and the localization term when
+        ``method.localization_weight`` > 0 ({"loss_mil": scalar}, else {})."""
+        if self.cfg.localization_weight <= 0:
+            v, a = self.encoders(batch)
+            return {"v": v, "a": a}, {}
+        v, locs = self.encoders.embed_video_and_locations(batch["video"])
+        a = self.encoders.embed_audio(batch["audio"])
+        assert locs is not None
+        return {"v": v, "a": a}, {"loss_mil": mil_contrastive_loss_global(
+            locs, a, self.cfg.temperature)}
+
+    def localization_loss(self, extra: dict[str, Tensor]) -> Tensor | float:
+        return self.cfg.localization_weight * extra["loss_mil"] if extra else 0.0
+
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """batch: video (B,3,T,H,W), audio (B,1,T_a,F), index (B,) -> {loss, loss_<term>...}."""
-        v, a = self.encoders(batch)
-        emb = {"v": v, "a": a}
-        idx = batch["index"].to(v.device)
+        emb, extra = self.embed(batch)
+        idx = batch["index"].to(emb["v"].device)
         parts = self.instance_terms(emb, idx)
-        loss = torch.stack(list(parts.values())).mean()
+        loss = torch.stack(list(parts.values())).mean() + self.localization_loss(extra)
         self.update_memory(emb, idx)  # after scoring: the positive is the bank's old row
-        return {"loss": loss, **parts}
+        return {"loss": loss, **parts, **extra}
 
     def on_epoch_start(self, epoch: int) -> dict[str, float]:
         return {}

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from avssl.config import Config
 from avssl.models import build_audio_encoder, build_head, build_video_encoder
+from avssl.models.common import global_pool
 
 
 class AVEncoders(nn.Module):
@@ -34,12 +35,23 @@ class AVEncoders(nn.Module):
         projecting the pooled features: the embedding is then built from the very per-location
         vectors that sound-source localization compares with the audio.
         """
+        return self.embed_video_and_locations(video, locations=False)[0]
+
+    def embed_video_and_locations(self, video: Tensor, locations: bool = True
+                                  ) -> tuple[Tensor, Tensor | None]:
+        """(B, 3, T, H, W) -> the embedding (B, D) and, if ``locations``, the L2-normalized
+        embedding of every last-grid location (B, T'H'W', D); one encoder pass."""
+        if self.video_grid_pool == "off" and not locations:
+            return F.normalize(self.video_head(self.video(video)), dim=1), None
+        grid = self.video.forward_grid(video)
         if self.video_grid_pool == "off":
-            return F.normalize(self.video_head(self.video(video)), dim=1)
-        grid = self.video.forward_grid(video).flatten(2).transpose(1, 2)  # (B, L, C)
-        z = self.video_head.projection(grid)  # (B, L, D), unnormalized
-        z = z.amax(1) if self.video_grid_pool == "max" else z.mean(1)
-        return F.normalize(z.float(), dim=1)
+            emb = F.normalize(self.video_head(global_pool(grid, self.video.pool)), dim=1)
+            z = self.video_head.projection(grid.flatten(2).transpose(1, 2))
+        else:
+            z = self.video_head.projection(grid.flatten(2).transpose(1, 2))  # (B, L, D)
+            pooled = z.amax(1) if self.video_grid_pool == "max" else z.mean(1)
+            emb = F.normalize(pooled.float(), dim=1)
+        return emb, (F.normalize(z.float(), dim=-1) if locations else None)
 
     def embed_audio(self, audio: Tensor) -> Tensor:
         """(B, 1, T_a, F) -> L2-normalized (B, D)."""

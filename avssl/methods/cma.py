@@ -79,9 +79,8 @@ class CMA(AVID):
         """batch: video, audio, index -> {loss, instance and positive-set terms}."""
         if int(self.mined_epoch) < 0:
             raise RuntimeError("CMA positive sets were never mined: call on_epoch_start first")
-        v, a = self.encoders(batch)
-        emb = {"v": v, "a": a}
-        idx = batch["index"].to(v.device)
+        emb, extra = self.embed(batch)
+        idx = batch["index"].to(emb["v"].device)
         cross = self.instance_terms(emb, idx)
         pos = self.positive_set[idx]  # (B, P)
         excluded = torch.cat([idx[:, None], pos], dim=1)
@@ -92,9 +91,10 @@ class CMA(AVID):
             within[f"loss_{name}_pos"] = term(emb[e], self.memory[b], pos, neg,
                                               self.cfg.temperature, self.cfg.loss)
         loss = (self.cfg.cross_weight * torch.stack(list(cross.values())).mean()
-                + self.cfg.within_weight * torch.stack(list(within.values())).mean())
+                + self.cfg.within_weight * torch.stack(list(within.values())).mean()
+                + self.localization_loss(extra))
         self.update_memory(emb, idx)
-        return {"loss": loss, **cross, **within}
+        return {"loss": loss, **cross, **within, **extra}
 
 
 def positive_set_purity(positive_set: Tensor, labels: Tensor) -> float:
