@@ -257,3 +257,105 @@ def test_audio_eval_uses_fold_column(setup: dict[str, Path], tmp_path: Path) -> 
     assert audio_eval.run(args) == 0
     res = json.loads(out.read_text())
     assert res["fold_source"] == "fold" and res["num_folds"] == 3
+
+
+# ----------------------------------------------------------------------------------------------
+# Audio benchmark layouts (avssl audio-manifest)
+# ----------------------------------------------------------------------------------------------
+def _benchmark_audio(setup: dict[str, Path], root: Path) -> list[tuple[str, str]]:
+    """Copy the tiny dataset's wavs to ``root/audio``; (relative path, label) per clip."""
+    import shutil
+
+    src = [json.loads(x) for x in setup["manifest"].read_text().splitlines() if x.strip()]
+    (root / "audio").mkdir(parents=True)
+    out = []
+    for r in src:
+        name = f"audio/{Path(r['id']).name}.wav"
+        shutil.copy(setup["manifest"].parent / r["audio_path"], root / name)
+        out.append((name, f"scene{r['label']}"))
+    return out
+
+
+def test_dcase_cross_validation_layout(setup: dict[str, Path], tmp_path: Path) -> None:
+    from avssl.eval.audio_datasets import write_audio_manifest
+
+    root = tmp_path / "dcase2016"
+    clips = _benchmark_audio(setup, root)
+    (root / "evaluation_setup").mkdir()
+    for k in (1, 2):  # clip i is evaluated in fold 1 + i % 2, trained on in the other
+        test = [c for i, c in enumerate(clips) if i % 2 == k - 1]
+        train = [c for c in clips if c not in test]
+        for part, rows in (("train", train), ("evaluate", test)):
+            (root / "evaluation_setup" / f"fold{k}_{part}.txt").write_text(
+                "".join(f"{n}\t{lab}\n" for n, lab in rows))
+    manifest = tmp_path / "out" / "dcase.jsonl"
+    rows = write_audio_manifest("dcase", root, manifest)
+    assert len(rows) == len(clips) and all("fold" in r and "split" not in r for r in rows)
+    by_id = {r["id"]: r for r in rows}
+    for i, (name, label) in enumerate(clips):
+        r = by_id[Path(name).stem]
+        assert r["fold"] == 1 + i % 2 and r["label"] == label
+        assert (manifest.parent / r["audio_path"]).resolve() == (root / name).resolve()
+    out = tmp_path / "a.json"
+    args = _args(audio_eval, str(setup["config"]), "--checkpoint", str(setup["ckpt"]),
+                 "--out", str(out), f"data.manifest={manifest}", "data.split=null",
+                 "eval.num_crops=2", "eval.layers=[conv5x]", "eval.max_iter=20")
+    assert audio_eval.run(args) == 0
+    res = json.loads(out.read_text())
+    assert res["fold_source"] == "fold" and res["num_folds"] == 2 and res["num_classes"] == 2
+
+
+def test_dcase_single_split_layout(setup: dict[str, Path], tmp_path: Path) -> None:
+    from avssl.eval.audio_datasets import write_audio_manifest
+
+    root = tmp_path / "dcase2018"
+    clips = _benchmark_audio(setup, root)
+    train, test, unlisted = clips[:6], clips[6:10], clips[10:]
+    (root / "evaluation_setup").mkdir()
+    for part, rows in (("train", train), ("evaluate", test)):
+        (root / "evaluation_setup" / f"fold1_{part}.csv").write_text(
+            "filename\tscene_label\n" + "".join(f"{n}\t{lab}\n" for n, lab in rows))
+    manifest = tmp_path / "dcase.jsonl"
+    rows = write_audio_manifest("dcase", root, manifest)
+    assert sorted(r["id"] for r in rows) == sorted(Path(n).stem for n, _ in train + test)
+    assert {r["id"] for r in rows if r["split"] == "test"} == {Path(n).stem for n, _ in test}
+    assert unlisted and "fold" not in rows[0]
+    out = tmp_path / "a.json"
+    args = _args(audio_eval, str(setup["config"]), "--checkpoint", str(setup["ckpt"]),
+                 "--out", str(out), f"data.manifest={manifest}", "data.split=null",
+                 "eval.train_split=train", "eval.test_split=test", "eval.num_crops=2",
+                 "eval.layers=[conv5x]", "eval.max_iter=20")
+    assert audio_eval.run(args) == 0
+    res = json.loads(out.read_text())
+    assert res["fold_source"] == "split train -> test" and res["num_folds"] == 1
+    assert res["num_clips"] == 10
+    bad = _args(audio_eval, str(setup["config"]), "--out", str(out),
+                f"data.manifest={manifest}", "data.split=null", "eval.train_split=train",
+                "eval.test_split=val")
+    with pytest.raises(ValueError, match=r"no rows with split 'val' \(have \['test', 'train'\]\)"):
+        audio_eval.run(bad)
+
+
+def test_esc50_layout_and_errors(setup: dict[str, Path], tmp_path: Path,
+                                 capsys: pytest.CaptureFixture) -> None:
+    from avssl.cli import main
+
+    root = tmp_path / "ESC-50-master"
+    clips = _benchmark_audio(setup, root)
+    (root / "meta").mkdir()
+    lines = ["filename,fold,target,category,esc10,src_file,take"]
+    lines += [f"{Path(n).name},{1 + i % 5},{lab[-1]},cat{lab[-1]},False,x,A"
+              for i, (n, lab) in enumerate(clips)]
+    (root / "meta" / "esc50.csv").write_text("\n".join(lines) + "\n")
+    manifest = tmp_path / "esc50.jsonl"
+    assert main(["audio-manifest", "esc50", str(root), "--out", str(manifest)]) == 0
+    rows = [json.loads(x) for x in manifest.read_text().splitlines()]
+    assert len(rows) == len(clips) and {r["fold"] for r in rows} == {1, 2, 3, 4, 5}
+    assert all(isinstance(r["label"], int) for r in rows)
+    assert "5 folds" not in capsys.readouterr().out  # printed as "folds 1, 2, 3, 4, 5"
+    (root / clips[3][0]).unlink()
+    assert main(["audio-manifest", "esc50", str(root), "--out", str(manifest)]) == 2
+    err = capsys.readouterr().err
+    assert "esc50.csv:5:" in err and Path(clips[3][0]).name in err
+    assert main(["audio-manifest", "dcase", str(root), "--out", str(manifest)]) == 2
+    assert "evaluation_setup" in capsys.readouterr().err

@@ -4,7 +4,10 @@ Protocol (AVID/CMA, Morgado et al. CVPR 2021): ``data.audio.duration`` (2 s) cro
 spaced per clip; frozen audio encoder in eval mode; each conv stage's map globally max-pooled;
 per stage a multinomial logistic regression (full batch, L-BFGS, L2) on standardized features of
 every training crop; test scores = softmax averaged over a clip's crops; k-fold cross-validation
-(ESC-50: its ``fold`` column, 5 folds) and the mean accuracy over folds.
+(ESC-50: its ``fold`` column, 5 folds; DCASE 2016/17: 4 folds) and the mean accuracy over
+folds, or one fixed train/test split (``eval.train_split`` / ``eval.test_split``, DCASE
+2018-2020). ``avssl audio-manifest`` writes the manifests from the official layouts
+(:mod:`avssl.eval.audio_datasets`).
 
 Reads the audio directly (:func:`avssl.data.decode.read_audio` + ``AudioTransform``): the
 manifest needs ``audio_path`` and ``label`` per row; ``path`` (video) may be absent, ``fold``,
@@ -45,6 +48,9 @@ class AudioEvalSettings:
     num_crops: int = 10
     folds: int = 5  # stratified folds when the manifest has no `fold` column
     fold_key: str = "fold"
+    # one fixed split instead of cross-validation (DCASE 2018-2020: the `split` column)
+    train_split: str | None = None
+    test_split: str | None = None
     layers: list[str] = field(default_factory=lambda: ["conv3x", "conv4x", "conv5x"])
     weight_decay: float = 1e-3  # L2 on the logistic-regression weights
     max_iter: int = 200  # L-BFGS iterations
@@ -73,6 +79,22 @@ def read_audio_manifest(path: str | Path, split: str | None = None) -> list[dict
     if all("id" in r for r in rows):
         rows.sort(key=lambda r: r["id"])
     return rows
+
+
+def fixed_split(rows: list[dict[str, Any]], train: str | None, test: str | None,
+                manifest: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) row indices from the rows' ``split`` values ``train`` and ``test``."""
+    from avssl.data.manifest import ManifestError
+
+    if not train or not test:
+        raise ManifestError("give both eval.train_split and eval.test_split (or neither)")
+    idx = {name: np.flatnonzero([r.get("split") == name for r in rows]).astype(np.int64)
+           for name in (train, test)}
+    for name, i in idx.items():
+        if not len(i):
+            have = sorted({str(r.get("split")) for r in rows})
+            raise ManifestError(f"{manifest}: no rows with split {name!r} (have {have})")
+    return idx[train], idx[test]
 
 
 def crop_starts(duration: float, crop: float, k: int) -> np.ndarray:
@@ -158,7 +180,10 @@ def audio_eval(cfg: Config, settings: AudioEvalSettings, checkpoint: str | Path 
     raw = [r["label"] for r in rows]
     classes = sorted(set(raw), key=repr)
     labels = torch.tensor([classes.index(v) for v in raw])
-    if all(settings.fold_key in r for r in rows):
+    if settings.train_split or settings.test_split:
+        splits = [fixed_split(rows, settings.train_split, settings.test_split, manifest)]
+        fold_source = f"split {settings.train_split} -> {settings.test_split}"
+    elif all(settings.fold_key in r for r in rows):
         splits = k_fold_splits(folds=[r[settings.fold_key] for r in rows])
         fold_source = settings.fold_key
     else:
