@@ -181,6 +181,8 @@ class Config:
     method: MethodConfig = field(default_factory=MethodConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: dict[str, Any] = opt(factory=dict, doc="the evaluation protocol's settings (an "
+                                                 "`eval` section, validated by `avssl eval`)")
 
 
 # ----------------------------------------------------------------------------------------------
