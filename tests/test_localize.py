@@ -265,13 +265,13 @@ def test_cli_folder_with_boxes_no_audio_and_corrupt(tmp_path, checkpoint, synthe
     for c in res["clips"]:
         assert {"start", "end", "confidence", "peak", "decision", "map_stats", "ciou"} <= set(c)
         assert c["decision"] in (DECISION_SOURCE, DECISION_NONE)
-    for k in range(3):  # 64x64 source kept at its size
+    for k in range(3):  # the 64x64 source is drawn at the 256 px minimum display size
         with av.open(str(out / "c0_00000" / f"frame_{k:02d}.png")) as c:
             f = next(c.decode(video=0))
-            assert (f.width, f.height) == (64, 64)
+            assert (f.width, f.height) == (256, 256)
     assert (out / "c0_00000" / "contact_sheet.png").is_file()
     n, seconds, shape = _probe(out / "c0_00000" / "overlay.mp4")
-    assert n == 16 and shape == (64, 64) and seconds == pytest.approx(1.0, abs=0.07)
+    assert n == 16 and shape == (256, 256) and seconds == pytest.approx(1.0, abs=0.07)
     assert not list(out.rglob(".frames.npy")) and not list(out.rglob(".audio.npy"))
 
     noaudio = json.loads((out / "sub" / "noaudio" / "result.json").read_text())
@@ -298,8 +298,9 @@ def test_cli_manifest_silent_audio_and_threshold(tmp_path, checkpoint):
     write_manifest(root / "manifest.jsonl", rows)
     out = tmp_path / "out"
     # contrast >= 0 always: every audible clip is a source under --threshold 0
+    # (--min-display 48: frames drawn at their own size, so the pixel checks below hold)
     assert cli.run(_args(root / "manifest.jsonl", checkpoint, out, "--threshold", "0",
-                         "--binarization", "fixed", "--no-video")) == 0
+                         "--binarization", "fixed", "--no-video", "--min-display", "48")) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["counts"]["localized"] == 1 and summary["counts"]["silent audio"] == 1
     assert summary["calibration"]["source"] == "user"
@@ -350,3 +351,23 @@ def test_cli_bad_input_exits_2(tmp_path, checkpoint, capsys):
     assert cli.run(_args(video, checkpoint, tmp_path / "o", "--boxes",
                          str(tmp_path / "nope.json"))) == 2
     assert "--boxes" in capsys.readouterr().err
+
+
+def test_calibration_null_draws_different_sounds() -> None:
+    """Mismatched pairs for calibration come from the less similar half of the other videos'
+    sounds: a video whose sound kind recurs elsewhere is not scored against those recurrences."""
+    e0, e1 = torch.eye(4)[0], torch.eye(4)[1]
+    works = []
+    for v in range(6):
+        w = cli.Work(cli.Item(f"v{v}", Path(f"v{v}.mp4")), Path("unused"))
+        grid = torch.zeros(1, 4, 1, 2, 2)
+        grid[0, :, 0, 0, 0] = e0 if v < 3 else e1  # one location shows the video's source
+        grid[0, 2, 0, 1:, :] = 1.0  # background elsewhere
+        w.grid, w.silent = grid, np.array([False])
+        w.audio_emb = (e0 if v < 3 else e1)[None]  # videos 0-2 and 3-5 share a sound kind
+        works.append(w)
+    matched, mismatched = cli.mismatched_confidences(works, "contrast", per_clip=2)
+    # own sound: the source location stands out (contrast = max - mean = 1 - 1/4)
+    assert matched == pytest.approx([0.75] * 6)
+    # 3 of the 5 other windows are kept (the other sound kind), 2 drawn per clip: all flat maps
+    assert len(mismatched) == 12 and mismatched == pytest.approx([0.0] * 12)

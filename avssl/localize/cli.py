@@ -556,23 +556,35 @@ class Localizer:
 def mismatched_confidences(works: list[Work], kind: str, per_clip: int = MISMATCHED_PER_CLIP,
                            seed: int = 0) -> tuple[list[float], list[float]]:
     """Confidences of every audible clip with its own audio (matched) and with up to
-    ``per_clip`` audible windows of OTHER videos (mismatched), seeded."""
+    ``per_clip`` audible windows of OTHER videos (mismatched), seeded.
+
+    The null hypothesis is a *different* sound: of the other videos' windows, only the less
+    similar half (by cosine of the audio embeddings with the clip's own; at least ``per_clip``
+    windows) are drawn, because a similar sound (the same kind of source) may well have a
+    visible source in these frames.
+    """
     rng = np.random.default_rng(seed)
     pool = [(wi, c) for wi, w in enumerate(works) if w.grid is not None
             for c in np.flatnonzero(~w.silent)]  # type: ignore[operator]
+    owner = np.array([wi for wi, _ in pool])
+    pool_emb = (torch.stack([works[wi].audio_emb[c] for wi, c in pool])  # type: ignore[index]
+                if pool else torch.empty(0))
     matched: list[float] = []
     mismatched: list[float] = []
     for wi, w in enumerate(works):
         if w.grid is None:
             continue
-        others = [p for p in pool if p[0] != wi]
+        others = np.flatnonzero(owner != wi)
         for c in np.flatnonzero(~w.silent):  # type: ignore[operator]
             g = w.grid[c:c + 1]
             matched.append(float(source_confidence(cosine_maps(g, w.audio_emb[c:c + 1]), kind)))
-            if not others:
+            if not len(others):
                 continue
-            pick = rng.choice(len(others), size=min(per_clip, len(others)), replace=False)
-            a = torch.stack([works[others[j][0]].audio_emb[others[j][1]] for j in pick])
+            sim = pool_emb[others] @ w.audio_emb[c]
+            n_keep = max(per_clip, math.ceil(len(others) / 2))
+            keep = others[torch.argsort(sim)[:n_keep].numpy()]
+            pick = rng.choice(keep, size=min(per_clip, len(keep)), replace=False)
+            a = pool_emb[torch.as_tensor(pick)]
             maps = cosine_maps(g.expand(len(pick), *g.shape[1:]), a)
             mismatched += source_confidence(maps, kind).tolist()
     return matched, mismatched
@@ -782,13 +794,22 @@ def _summary_line(r: dict[str, Any]) -> str:
     return text
 
 
+def _safe_name(name: str) -> str:
+    """A relative folder name inside the output folder for any item name (an absolute id or
+    one with ``..`` must not write outside it)."""
+    parts = [p for p in Path(name).parts if p not in ("", ".", "..", "/", "\\")]
+    parts = [p for p in parts if not Path(p).anchor]
+    return str(Path(*parts)) if parts else "video"
+
+
 def _unique_dirs(items: list[Item], out: Path) -> list[Path]:
     seen: Counter[str] = Counter()
     dirs = []
     for it in items:
-        seen[it.name] += 1
-        suffix = "" if seen[it.name] == 1 else f"_{seen[it.name]}"
-        dirs.append(out / f"{it.name}{suffix}")
+        name = _safe_name(it.name)
+        seen[name] += 1
+        suffix = "" if seen[name] == 1 else f"_{seen[name]}"
+        dirs.append(out / f"{name}{suffix}")
     return dirs
 
 
