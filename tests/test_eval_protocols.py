@@ -329,6 +329,15 @@ def test_dcase_single_split_layout(setup: dict[str, Path], tmp_path: Path) -> No
     res = json.loads(out.read_text())
     assert res["fold_source"] == "split train -> test" and res["num_folds"] == 1
     assert res["num_clips"] == 10
+    # the DCASE 2014 lists of the AVID-CMA code: train.txt / test.txt at the root
+    (root / "evaluation_setup" / "fold1_train.csv").unlink()
+    (root / "evaluation_setup" / "fold1_evaluate.csv").unlink()
+    (root / "evaluation_setup").rmdir()
+    for part, rows_ in (("train", train), ("test", test)):
+        (root / f"{part}.txt").write_text("".join(f"{n} {lab[-1]}\n" for n, lab in rows_))
+    rows = write_audio_manifest("dcase", root, manifest)
+    assert [r["split"] for r in rows] == ["train"] * 6 + ["test"] * 4
+    assert {r["label"] for r in rows} == {"0", "1"}
     bad = _args(audio_eval, str(setup["config"]), "--out", str(out),
                 f"data.manifest={manifest}", "data.split=null", "eval.train_split=train",
                 "eval.test_split=val")

@@ -13,7 +13,9 @@ at evaluation time.
   When every listed file is evaluated in exactly one fold (2016/2017: 4-fold cross-validation)
   the rows get ``fold`` = that fold; otherwise (2018-2020: one fold1 train/evaluate split) they
   get ``split`` = ``train`` / ``test`` from fold 1, and ``configs/eval/dcase.yaml`` evaluates
-  that one split.
+  that one split. Without ``evaluation_setup/``, ``train.txt`` and ``test.txt`` at the root
+  (``filename label`` per line; the DCASE 2014 scenes as the AVID-CMA code reads them) give the
+  same one split.
 """
 
 from __future__ import annotations
@@ -85,9 +87,12 @@ def dcase_rows(root: str | Path, out_dir: str | Path) -> list[dict[str, Any]]:
     """Rows of a DCASE scene-classification development set (see the module docstring)."""
     root, out_dir = Path(root), Path(out_dir)
     setup = root / "evaluation_setup"
+    if not setup.is_dir() and (root / "train.txt").is_file() and (root / "test.txt").is_file():
+        return _split_list_rows(root, out_dir)
     if not setup.is_dir():
         raise AudioLayoutError(f"{setup}: not found (DCASE layout: evaluation_setup/"
-                               f"fold<K>_train.txt and fold<K>_evaluate.txt)")
+                               f"fold<K>_train.txt and fold<K>_evaluate.txt, or train.txt and "
+                               f"test.txt in {root})")
     lists: dict[int, dict[str, list[tuple[str, str | None]]]] = {}
     for p in sorted(setup.iterdir()):
         m = _FOLD_FILE.match(p.name)
@@ -125,6 +130,22 @@ def dcase_rows(root: str | Path, out_dir: str | Path) -> list[dict[str, Any]]:
     if not cross_validation:  # files outside fold 1's lists are not part of the setup
         rows = [r for r, n in zip(rows, sorted(labels))
                 if n in train1 or folds[0] in test_folds.get(n, [])]
+    return rows
+
+
+def _split_list_rows(root: Path, out_dir: Path) -> list[dict[str, Any]]:
+    """``root/train.txt`` + ``root/test.txt`` (``filename label``) -> rows with ``split``."""
+    rows = []
+    for split in ("train", "test"):
+        lst = root / f"{split}.txt"
+        for name, label in _read_list(lst):
+            audio = root / name
+            if label is None:
+                raise AudioLayoutError(f"{lst}: {name} has no label")
+            if not audio.is_file():
+                raise AudioLayoutError(f"{lst}: listed file {audio} not found")
+            rows.append({"id": Path(name).stem, "audio_path": _rel(audio, out_dir),
+                         "label": label, "split": split})
     return rows
 
 
