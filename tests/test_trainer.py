@@ -106,3 +106,18 @@ def test_bad_config_exits_2(prepared: Path, tmp_path: Path) -> None:
     assert "Traceback" not in r.stderr
     r = avssl_train(config, tmp_path / "x", "method.name=cma", "method.init_from=/no/such.pt")
     assert r.returncode == 2 and "checkpoint not found" in r.stderr
+
+
+def test_run_logger_fresh_run_replaces_metrics(tmp_path: Path) -> None:
+    """A resumed run appends to metrics.jsonl; a run from step 0 starts it anew."""
+    from avssl.engine.logging import RunLogger, read_metrics
+
+    for append, step, loss in ((True, 1, 1.0), (True, 2, 0.5)):
+        logger = RunLogger(tmp_path, append=append)
+        logger.log(step, {"loss": loss})
+        logger.close()
+    assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2]
+    logger = RunLogger(tmp_path, append=False)
+    logger.log(1, {"loss": 2.0})
+    logger.close()
+    assert [(r["step"], r["loss"]) for r in read_metrics(tmp_path / "metrics.jsonl")] == [(1, 2.0)]

@@ -13,16 +13,18 @@ from avssl.utils.atomic import atomic_path
 class RunLogger:
     """Appends one JSON line per logged step to ``run_dir/metrics.jsonl`` and mirrors the
     scalars to TensorBoard under ``run_dir/tb``. Inactive (no files) when ``enabled`` is False.
+    ``append=False`` (a run starting from scratch) empties an existing metrics.jsonl first.
     """
 
-    def __init__(self, run_dir: Path, enabled: bool = True) -> None:
+    def __init__(self, run_dir: Path, enabled: bool = True, append: bool = True) -> None:
         self.run_dir, self.enabled = Path(run_dir), enabled
         self._tb = None
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(str(self.run_dir / "tb"))
-            self._file = open(self.run_dir / "metrics.jsonl", "a")  # noqa: SIM115
+            self._file = open(self.run_dir / "metrics.jsonl",  # noqa: SIM115
+                              "a" if append else "w")
 
     def log(self, step: int, values: dict[str, Any], kind: str = "train") -> None:
         if not self.enabled:

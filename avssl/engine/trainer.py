@@ -119,7 +119,9 @@ class Trainer:
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         if resume:
             self._resume()
-        self.logger = RunLogger(self.run_dir, enabled=self.info.rank == 0)
+        # a run that starts at step 0 starts a new metrics.jsonl (the old one would mix runs)
+        self.logger = RunLogger(self.run_dir, enabled=self.info.rank == 0,
+                                append=self.global_step > 0)
 
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict[str, Any]:
