@@ -281,3 +281,25 @@ def test_tool_script(tmp_path: Path) -> None:
     assert len(rows) == 2
     with av.open(str(tmp_path / "y" / json.loads(rows[0])["path"])) as c:
         assert (c.streams.video[0].width, c.streams.video[0].height) == (64, 48)
+
+
+def test_random_colours_decouple_colour_from_class() -> None:
+    """Default: an object has its class colour (+-10 per channel). ``colour_by_class=False``:
+    colours come from the whole palette whatever the class; the default plan is unchanged."""
+    palette = np.array([c.rgb for c in CLASSES], float)
+
+    def nearest(rgb: tuple[int, int, int]) -> int:
+        return int(np.argmin(np.linalg.norm(palette - np.array(rgb, float), axis=1)))
+
+    pairs = {True: [], False: []}
+    for by_class in (True, False):
+        for i in range(40):
+            for o in plan_video(i, colour_by_class=by_class).objects:
+                pairs[by_class].append((o.label, nearest(o.rgb)))
+    assert all(label == colour for label, colour in pairs[True])
+    mismatched = [label != colour for label, colour in pairs[False]]
+    assert 0.6 < np.mean(mismatched) < 0.98  # chance of a mismatch: 7/8
+    assert len({colour for label, colour in pairs[False] if label == 0}) >= 5
+    a, b = plan_video(7), plan_video(7, colour_by_class=True)
+    assert [o.rgb for o in a.objects] == [o.rgb for o in b.objects]
+    assert np.array_equal(a.objects[0].xyxy, plan_video(7, colour_by_class=False).objects[0].xyxy)

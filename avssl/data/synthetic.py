@@ -1,6 +1,7 @@
 """Synthetic audio-visual dataset: moving coloured shapes, one of which makes a sound.
 
-Each video shows 2-3 objects of different classes (class = shape + colour) moving over a lightly
+Each video shows 2-3 objects of different classes (class = shape + colour, or shape alone with
+``colour_by_class=False``: colours then drawn from the palette per object) moving over a lightly
 textured, noisy background. Exactly one object sounds: the audio is its class-specific sound
 (distinct pitch and timbre per class, a few % of pitch jitter per video) whose loudness follows
 that object's speed, so audio-visual correspondence, synchronization and sound-source
@@ -261,11 +262,14 @@ def _mask_extent(shape: str, side: int) -> tuple[float, float, float, float]:
 
 def plan_video(index: int, *, seed: int = 0, classes: int = 4, duration: float = 4.0,
                fps: float = 25.0, size: tuple[int, int] = (128, 128), sample_rate: int = 32000,
-               distractors: tuple[int, int] = (1, 2)) -> VideoPlan:
+               distractors: tuple[int, int] = (1, 2),
+               colour_by_class: bool = True) -> VideoPlan:
     """The ground truth of video ``index``: label (round-robin), objects and trajectories.
 
-    ``size`` is (width, height) in pixels. Cheap (no rendering), so meta rows of videos already
-    on disk are recomputed rather than read back.
+    ``size`` is (width, height) in pixels. ``colour_by_class=False`` paints every object in a
+    colour drawn from the whole palette, independent of its class, so only shape (and sound)
+    tell the classes apart. Cheap (no rendering), so meta rows of videos already on disk are
+    recomputed rather than read back.
     """
     vseed = video_seed(seed, index)
     rng = np.random.default_rng([vseed, 0])
@@ -287,7 +291,8 @@ def plan_video(index: int, *, seed: int = 0, classes: int = 4, duration: float =
         ex = _mask_extent(CLASSES[c].shape, side)
         xyxy = np.concatenate([xy + ex[:2], xy + ex[2:]], 1) / (width, height, width, height)
         jitter = rng.integers(-10, 11, 3)
-        rgb = tuple(int(v) for v in np.clip(np.array(CLASSES[c].rgb) + jitter, 0, 255))
+        base = CLASSES[c].rgb if colour_by_class else CLASSES[int(rng.integers(MAX_CLASSES))].rgb
+        rgb = tuple(int(v) for v in np.clip(np.array(base) + jitter, 0, 255))
         objects.append(ObjectTrack(c, side, rgb, xy, np.clip(xyxy, 0, 1), speed))
     order = [int(i) for i in rng.permutation(len(objects))]
     pitch = float(1 + rng.uniform(-PITCH_JITTER, PITCH_JITTER))
@@ -487,25 +492,27 @@ def _check(num_videos: int, classes: int, duration: float, fps: float, size: tup
 def make_synthetic(dst: str | Path, num_videos: int = 200, classes: int = 4, seed: int = 0,
                    duration: float = 4.0, fps: float = 25.0, size: tuple[int, int] = (128, 128),
                    sample_rate: int = 32000, test_fraction: float = 0.2,
-                   distractors: tuple[int, int] = (1, 2), workers: int = 1,
-                   progress: bool = True) -> Path:
+                   distractors: tuple[int, int] = (1, 2), colour_by_class: bool = True,
+                   workers: int = 1, progress: bool = True) -> Path:
     """Generate the dataset into ``dst`` (see the module docstring) and return ``dst``.
 
     ``size`` is (width, height) in pixels, ``duration`` seconds, ``distractors`` the inclusive
-    range of silent objects per video. Videos already in ``dst/videos`` are kept (the writer is
-    atomic, so a file there is complete); a ``dst`` made with other settings raises ValueError.
+    range of silent objects per video, ``colour_by_class`` see :func:`plan_video`. Videos already
+    in ``dst/videos`` are kept (the writer is atomic, so a file there is complete); a ``dst``
+    made with other settings raises ValueError.
     """
     size = (int(size[0]), int(size[1]))
     distractors = (int(distractors[0]), int(distractors[1]))
     _check(num_videos, classes, duration, fps, size, sample_rate, test_fraction, distractors)
     dst = Path(dst)
     params = {"seed": seed, "classes": classes, "duration": duration, "fps": fps,
-              "size": size, "sample_rate": sample_rate, "distractors": distractors}
+              "size": size, "sample_rate": sample_rate, "distractors": distractors,
+              "colour_by_class": bool(colour_by_class)}
     settings = {**params, "size": list(size), "distractors": list(distractors),
                 "num_videos": num_videos, "test_fraction": test_fraction}
     gen_file = dst / "generator.json"
     if gen_file.is_file():
-        old = json.loads(gen_file.read_text())
+        old = {"colour_by_class": True, **json.loads(gen_file.read_text())}  # older files
         if old != settings:
             diff = sorted(k for k in settings.keys() | old.keys() if old.get(k) != settings.get(k))
             raise ValueError(f"{dst} holds a synthetic dataset made with other settings "
@@ -566,6 +573,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", default="128", help="frame size, N or WxH pixels")
     parser.add_argument("--sample-rate", type=int, default=32000)
     parser.add_argument("--test-fraction", type=float, default=0.2)
+    parser.add_argument("--random-colours", action="store_true",
+                        help="colour objects independently of their class (shape and sound "
+                             "remain class-specific)")
     parser.add_argument("--workers", type=int, default=max(1, min(8, os.cpu_count() or 1)))
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -578,7 +588,7 @@ def run(args: argparse.Namespace) -> int:
         dst = make_synthetic(args.dst, num_videos=args.num_videos, classes=args.classes,
                              seed=args.seed, duration=args.duration, fps=args.fps, size=size,
                              sample_rate=args.sample_rate, test_fraction=args.test_fraction,
-                             workers=args.workers, progress=not args.no_progress)
+                             colour_by_class=not args.random_colours, workers=args.workers, progress=not args.no_progress)
     except ValueError as e:
         print(f"avssl make-synthetic: error: {e}", file=sys.stderr)
         return 2
