@@ -80,11 +80,11 @@ def _localize(manifest: Path, out: Path, stats: Path) -> dict[str, Any]:
     test = manifest.parent / "manifest_test.jsonl"
     write_manifest(test, [r for r in read_manifest(manifest) if r.get("split") == "test"])
     ckpt = out / "runs" / "cma" / "checkpoints" / "last.pt"
-    # The demo encoder's last grid is 2x2 at the 56 px training crop: localize on frames at short
-    # side 192 (6x6 grid). The synthetic objects cover ~5-10 % of the frame, so "top50" (half of
-    # the pixels) caps cIoU near 0.2: score with the fixed 0.5 threshold instead.
+    # Frames at the training scale (short side 64: the 8x8 conv5x grid of the demo encoder).
+    # The synthetic objects cover ~5-10 % of the frame, so "top50" (half of the pixels) caps
+    # cIoU near 0.2: score with the fixed 0.5 threshold instead.
     opts = Options(num_frames=4, max_seconds=4.0, audio_stats=str(stats), write_video=True,
-                   short_side=192, binarization="fixed")
+                   binarization="fixed")
     return localize(test, ckpt, out / "localization", opts=opts, log=lambda m: None)
 
 
