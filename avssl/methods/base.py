@@ -44,11 +44,10 @@ class AVEncoders(nn.Module):
         if self.video_grid_pool == "off" and not locations:
             return F.normalize(self.video_head(self.video(video)), dim=1), None
         grid = self.video.forward_grid(video)
+        z = self.video_head.projection(grid.flatten(2).transpose(1, 2))  # (B, L, D)
         if self.video_grid_pool == "off":
             emb = F.normalize(self.video_head(global_pool(grid, self.video.pool)), dim=1)
-            z = self.video_head.projection(grid.flatten(2).transpose(1, 2))
         else:
-            z = self.video_head.projection(grid.flatten(2).transpose(1, 2))  # (B, L, D)
             pooled = z.amax(1) if self.video_grid_pool == "max" else z.mean(1)
             emb = F.normalize(pooled.float(), dim=1)
         return emb, (F.normalize(z.float(), dim=-1) if locations else None)

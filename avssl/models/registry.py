@@ -4,6 +4,7 @@
 factory ``(depth, width) -> Encoder``. ``depth`` picks the blocks of ``r2plus1d`` (10, 18, 34)
 and must be 10 for ``audio_cnn``; archs whose name carries the depth (``tv_r2plus1d_18``,
 ``tv_r3d_18``, ``resnet18``) ignore it. ``width`` scales every channel count (64 published).
+Archs in ``STRIDED_ARCHS`` also take ``model.video.spatial_stride`` (finer conv5x grids).
 """
 
 from __future__ import annotations
