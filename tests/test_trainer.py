@@ -67,15 +67,21 @@ def test_avid_then_cma(prepared: Path, tmp_path: Path) -> None:
     state = ckpt["model"]
     assert torch.isfinite(state["terms.v2a.z.log_z"])  # Z estimated once and saved
     # CMA starts from the AVID checkpoint: same banks at the start, positive sets mined.
+    # (lr 0: the weights CMA ends with are the ones it started from)
     cma_cfg = tiny_config(tmp_path, prepared, method={
         "name": "cma", "init_from": str(run / "checkpoints" / "last.pt"), "num_positives": 3,
-        "positive_negatives": 4, "resample_every": 1}, train={"epochs": 1})
-    r = avssl_train(cma_cfg, tmp_path / "cma")
+        "positive_negatives": 4, "resample_every": 1}, train={"epochs": 1}, optim={"lr": 0.0})
+    # --resume with no checkpoint yet (how schedulers and `avssl demo` start jobs) must still
+    # start from init_from
+    r = avssl_train(cma_cfg, tmp_path / "cma", "--resume")
     assert r.returncode == 0, r.stderr[-2000:]
+    assert "starting from scratch" in r.stdout
     cma = load_checkpoint(tmp_path / "cma" / "checkpoints" / "last.pt")["model"]
     assert cma["positive_set"].shape == (12, 3) and (cma["positive_set"] >= 0).all()
     assert int(cma["mined_epoch"]) == 0
     assert torch.equal(cma["terms.v2a.z.log_z"], state["terms.v2a.z.log_z"])
+    weights = [k for k in state if k.startswith("encoders.") and k.endswith("conv1.weight")]
+    assert weights and all(torch.equal(cma[k], state[k]) for k in weights)
 
 
 def test_kill_and_resume_gives_identical_weights(prepared: Path, tmp_path: Path) -> None:

@@ -103,7 +103,9 @@ class Trainer:
         self.method = build_method(cfg, num_rows=self.dataset.num_videos).to(self.device)
         if cfg.train.channels_last:
             self.method = self.method.to(memory_format=torch.channels_last_3d)
-        if cfg.method.init_from and not resume:
+        # --resume without a checkpoint yet (a first job, a demo) starts from init_from too
+        resuming = resume and (self.ckpt_dir / "last.pt").is_file()
+        if cfg.method.init_from and not resuming:
             init_from_checkpoint(self.method, cfg.method.init_from)
         self.model: nn.Module = self.method
         if world > 1:
