@@ -143,7 +143,9 @@ class MethodConfig:
     resample_every: int = opt(5, lo=1, doc="epochs between positive-set mining")
     cross_weight: float = opt(0.5, lo=0.0)
     within_weight: float = opt(0.5, lo=0.0)
-    mining_chunk: int = opt(4096, lo=1)
+    mining_chunk: int = opt(4096, lo=1, doc="rows per CMA mining chunk, at most")
+    mining_memory_gb: float = opt(4.0, lo=0.0, doc="memory for the two (chunk, N) mining "
+                                                   "buffers; sets the chunk below mining_chunk")
 
 
 @dataclass

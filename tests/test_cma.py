@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from avssl.methods.cma import mine_positive_sets, positive_set_purity
+from avssl.methods.cma import mine_positive_sets, mining_chunk_rows, positive_set_purity
 
 
 def brute_force(v: torch.Tensor, a: torch.Tensor, k: int) -> list[set[int]]:
@@ -51,3 +51,14 @@ def test_purity() -> None:
     # row0: 1 same, 2 diff; row1: 0 same, 3 diff; row2: 3 same, 0 diff; row3: 2 same, 1 diff
     assert positive_set_purity(sets, labels) == 0.5
     assert positive_set_purity(sets[:, :1], labels) == 1.0
+
+
+def test_mining_chunk_fits_the_memory_budget() -> None:
+    # AudioSet-sized bank in fp32: 4 GB holds two (280, 1.78M) buffers, not 4096 rows (58 GB)
+    n = 1_780_000
+    rows = mining_chunk_rows(n, 4096, 4.0)
+    assert rows == 280 and 2 * rows * n * 4 <= 4e9 < 2 * (rows + 1) * n * 4
+    assert mining_chunk_rows(10_000, 4096, 4.0) == 4096  # small banks: the configured maximum
+    assert mining_chunk_rows(100, 4096, 4.0) == 100
+    assert mining_chunk_rows(n, 4096, 0.0) == 1  # never zero rows
+    assert mining_chunk_rows(n, 4096, 4.0, bytes_per_value=2) == 561  # fp16 banks

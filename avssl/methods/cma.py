@@ -7,8 +7,11 @@ positive-set memories are positives against ``positive_negatives`` negatives dra
 set. Training starts from an AVID checkpoint (``method.init_from``); the sets are re-mined every
 ``resample_every`` epochs and saved with the checkpoint.
 
-Mining never builds the N x N matrix: rows are processed in chunks of ``mining_chunk``, so memory
-is O(chunk * N + N * k). Every rank mines from its identical banks, so the sets agree.
+Mining never builds the N x N matrix: rows are processed in chunks, so memory is
+O(chunk * N + N * k); the chunk is ``mining_chunk`` rows at most and small enough for the two
+(chunk, N) buffers to fit in ``mining_memory_gb`` (AudioSet, N = 1.78M: 4096 rows would take
+58 GB; the 4 GB default gives 280 rows). Every rank mines from its identical banks, so the sets
+agree.
 """
 
 from __future__ import annotations
@@ -20,6 +23,13 @@ from torch import Tensor, nn
 
 from avssl.config import Config
 from avssl.methods.avid import _PAIRS, AVID, ContrastTerm
+
+
+def mining_chunk_rows(n: int, max_rows: int, memory_gb: float, bytes_per_value: int = 4) -> int:
+    """Rows per mining chunk: at most ``max_rows`` and ``n``, and the two (chunk, n) buffers of
+    :func:`mine_positive_sets` within ``memory_gb`` (at least 1 row)."""
+    fit = int(memory_gb * 1e9) // (2 * n * bytes_per_value)
+    return max(1, min(max_rows, n, fit))
 
 
 @torch.no_grad()
@@ -69,8 +79,10 @@ class CMA(AVID):
         if not never and (epoch % self.cfg.resample_every != 0 or int(self.mined_epoch) == epoch):
             return {}
         t0 = time.perf_counter()
-        sets = mine_positive_sets(self.memory["video"].memory, self.memory["audio"].memory,
-                                  self.num_positives, self.cfg.mining_chunk)
+        video, audio = self.memory["video"].memory, self.memory["audio"].memory
+        chunk = mining_chunk_rows(video.shape[0], self.cfg.mining_chunk,
+                                  self.cfg.mining_memory_gb, video.element_size())
+        sets = mine_positive_sets(video, audio, self.num_positives, chunk)
         self.positive_set.copy_(sets)
         self.mined_epoch.fill_(epoch)
         return {"cma_mining_s": time.perf_counter() - t0}
