@@ -136,7 +136,7 @@ def runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     setup = request.param
     tmp = tmp_path_factory.mktemp("ddp")
     mp.spawn(_worker, args=(WORLD, str(tmp), setup), nprocs=WORLD, join=True)
-    ranks = [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    ranks = [torch.load(tmp / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
     with pytest.MonkeyPatch.context() as mp_:
         mp_.setattr(MemoryBank, "sample_negatives", deterministic_negatives)
         method = make_method(setup)

@@ -118,7 +118,7 @@ def _worker(r: int, world: int, tmp: str) -> None:
 def results(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("dist")
     mp.spawn(_worker, args=(WORLD, str(tmp)), nprocs=WORLD, join=True)
-    return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    return [torch.load(tmp / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
 
 def test_init_and_rank_helpers(results: list[dict[str, Any]]) -> None:

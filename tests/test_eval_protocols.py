@@ -196,7 +196,7 @@ def test_finetune_ddp_two_processes(setup: dict[str, Path], tmp_path: Path) -> N
     sharded test predictions come back complete and in dataset order."""
     config, ckpt = str(setup["config"]), str(setup["ckpt"])
     mp.spawn(_ddp_finetune_worker, args=(2, str(tmp_path), config, ckpt), nprocs=2, join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     single = {name: _finetune_outputs(config, ckpt, extra) for name, extra in DDP_RUNS.items()}
     for name in DDP_RUNS:
         a, b, s = ranks[0][name], ranks[1][name], single[name]
