@@ -104,6 +104,36 @@ def test_kill_and_resume_gives_identical_weights(prepared: Path, tmp_path: Path)
         assert torch.equal(sa["exp_avg"], sb["exp_avg"])
 
 
+def torchrun_train(config: Path, run_dir: Path, *args: str, env: dict | None = None
+                   ) -> subprocess.CompletedProcess:
+    """``avssl train`` under torchrun: 2 processes on this machine, gloo on CPU."""
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node", "2", "-m", "avssl.cli", "train", str(config),
+                           "--run-dir", str(run_dir), "--no-progress", *args],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+
+
+def test_ddp_kill_and_resume_gives_identical_weights(prepared: Path, tmp_path: Path) -> None:
+    """Under torchrun (2 processes), kill -9 mid-epoch then --resume ends with the weights of an
+    uninterrupted run: every rank's RNG state is in the checkpoint, so each draws the negatives
+    it would have drawn (before, rank 1 was re-seeded and the weights differed)."""
+    config = tiny_config(tmp_path, prepared, train={"eval_retrieval": False})
+    clean = torchrun_train(config, tmp_path / "clean")
+    assert clean.returncode == 0, clean.stderr[-2000:]
+    crashed = torchrun_train(config, tmp_path / "crash", env={KILL_AT_STEP_ENV: "4"})
+    assert crashed.returncode != 0
+    resumed = torchrun_train(config, tmp_path / "crash", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from" in resumed.stdout
+    a = load_checkpoint(tmp_path / "clean" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "crash" / "checkpoints" / "last.pt")
+    assert a["global_step"] == b["global_step"] == 6 and len(a["rng_ranks"]) == 2
+    assert not torch.equal(a["rng_ranks"][0]["rng_cpu"], a["rng_ranks"][1]["rng_cpu"])
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+
+
 def test_bad_config_exits_2(prepared: Path, tmp_path: Path) -> None:
     config = tiny_config(tmp_path, prepared)
     r = avssl_train(config, tmp_path / "x", "method.variant=diagonal")

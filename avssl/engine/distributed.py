@@ -174,6 +174,15 @@ def all_reduce_mean(t: Tensor) -> Tensor:
     return out.div_(world_size()) if out.is_floating_point() else out // world_size()
 
 
+def all_gather_object(obj: T) -> list[T]:
+    """Every rank's picklable ``obj``, in rank order. Single process: ``[obj]``."""
+    if not is_dist() or world_size() == 1:
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def broadcast_object(obj: T, src: int = 0) -> T:
     """Rank ``src``'s picklable ``obj`` on every rank. Single process: ``obj`` itself."""
     if not is_dist() or world_size() == 1:

@@ -135,15 +135,29 @@ class Trainer:
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
             "global_step": self.global_step,
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
+            **self._rng_state(),
             "config": to_dict(self.cfg),
         }
 
+    def _rng_state(self) -> dict[str, Any]:
+        return {"rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None}
+
+    def _set_rng_state(self, state: dict[str, Any]) -> None:
+        torch.set_rng_state(state["rng_cpu"])
+        if state.get("rng_cuda") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng_cuda"].cpu())
+
     def save(self, epoch_end: bool) -> None:
+        """Rank 0 writes; every rank must call it (the RNG states of all ranks are gathered,
+        so a DDP run resumes with the negatives each rank would have drawn)."""
+        rng_ranks = dist.all_gather_object(self._rng_state()) \
+            if self.info.world_size > 1 else None
         if self.info.rank != 0:
             return
         state = self.state()
+        if rng_ranks is not None:
+            state["rng_ranks"] = rng_ranks
         save_checkpoint(state, self.ckpt_dir / "last.pt")
         if epoch_end:
             save_checkpoint(state, self.ckpt_dir / f"epoch_{self.epoch}.pt")
@@ -161,10 +175,12 @@ class Trainer:
         self.scaler.load_state_dict(ckpt["scaler"])
         self.epoch, self.step_in_epoch = ckpt["epoch"], ckpt["step_in_epoch"]
         self.global_step = ckpt["global_step"]
-        torch.set_rng_state(ckpt["rng_cpu"])
-        if ckpt.get("rng_cuda") is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state(ckpt["rng_cuda"].cpu())
-        if self.info.world_size > 1:  # ranks drew different negatives: re-seed per rank
+        ranks = ckpt.get("rng_ranks")
+        if self.info.world_size == 1:
+            self._set_rng_state(ckpt)
+        elif ranks is not None and len(ranks) == self.info.world_size:
+            self._set_rng_state(ranks[self.info.rank])  # each rank's own negatives stream
+        else:  # saved by another number of processes: a fresh stream per rank
             torch.manual_seed(self.cfg.seed + 7919 * self.global_step + self.info.rank)
         if dist.is_main():
             print(f"resumed from {path}: epoch {self.epoch}, step {self.step_in_epoch}/"
