@@ -243,6 +243,17 @@ def test_audio_eval_end_to_end(setup: dict[str, Path], tmp_path: Path) -> None:
     assert res["best"]["layer"] in ("conv4x", "conv5x")
 
 
+def _audio_eval_on(setup: dict[str, Path], tmp_path: Path, manifest: Path, *extra: str
+                   ) -> dict:
+    """``avssl eval audio`` on an audio manifest with the tiny encoders; the results JSON."""
+    out = tmp_path / "a.json"
+    args = _args(audio_eval, str(setup["config"]), "--checkpoint", str(setup["ckpt"]),
+                 "--out", str(out), f"data.manifest={manifest}", "data.split=null",
+                 "eval.num_crops=2", "eval.layers=[conv5x]", "eval.max_iter=20", *extra)
+    assert audio_eval.run(args) == 0
+    return json.loads(out.read_text())
+
+
 def test_audio_eval_uses_fold_column(setup: dict[str, Path], tmp_path: Path) -> None:
     # An audio-only manifest (no video `path`) with ESC-50 style fold ids.
     src = [json.loads(x) for x in setup["manifest"].read_text().splitlines() if x.strip()]
@@ -250,12 +261,7 @@ def test_audio_eval_uses_fold_column(setup: dict[str, Path], tmp_path: Path) -> 
              "label": f"class{r['label']}", "fold": 1 + i % 3} for i, r in enumerate(src)]
     manifest = tmp_path / "audio.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    out = tmp_path / "a.json"
-    args = _args(audio_eval, str(setup["config"]), "--checkpoint", str(setup["ckpt"]),
-                 "--out", str(out), f"data.manifest={manifest}", "data.split=null",
-                 "eval.num_crops=2", "eval.layers=[conv5x]", "eval.max_iter=20")
-    assert audio_eval.run(args) == 0
-    res = json.loads(out.read_text())
+    res = _audio_eval_on(setup, tmp_path, manifest)
     assert res["fold_source"] == "fold" and res["num_folds"] == 3
 
 
@@ -296,12 +302,7 @@ def test_dcase_cross_validation_layout(setup: dict[str, Path], tmp_path: Path) -
         r = by_id[Path(name).stem]
         assert r["fold"] == 1 + i % 2 and r["label"] == label
         assert (manifest.parent / r["audio_path"]).resolve() == (root / name).resolve()
-    out = tmp_path / "a.json"
-    args = _args(audio_eval, str(setup["config"]), "--checkpoint", str(setup["ckpt"]),
-                 "--out", str(out), f"data.manifest={manifest}", "data.split=null",
-                 "eval.num_crops=2", "eval.layers=[conv5x]", "eval.max_iter=20")
-    assert audio_eval.run(args) == 0
-    res = json.loads(out.read_text())
+    res = _audio_eval_on(setup, tmp_path, manifest)
     assert res["fold_source"] == "fold" and res["num_folds"] == 2 and res["num_classes"] == 2
 
 
@@ -320,13 +321,8 @@ def test_dcase_single_split_layout(setup: dict[str, Path], tmp_path: Path) -> No
     assert sorted(r["id"] for r in rows) == sorted(Path(n).stem for n, _ in train + test)
     assert {r["id"] for r in rows if r["split"] == "test"} == {Path(n).stem for n, _ in test}
     assert unlisted and "fold" not in rows[0]
-    out = tmp_path / "a.json"
-    args = _args(audio_eval, str(setup["config"]), "--checkpoint", str(setup["ckpt"]),
-                 "--out", str(out), f"data.manifest={manifest}", "data.split=null",
-                 "eval.train_split=train", "eval.test_split=test", "eval.num_crops=2",
-                 "eval.layers=[conv5x]", "eval.max_iter=20")
-    assert audio_eval.run(args) == 0
-    res = json.loads(out.read_text())
+    res = _audio_eval_on(setup, tmp_path, manifest, "eval.train_split=train",
+                         "eval.test_split=test")
     assert res["fold_source"] == "split train -> test" and res["num_folds"] == 1
     assert res["num_clips"] == 10
     # the DCASE 2014 lists of the AVID-CMA code: train.txt / test.txt at the root
@@ -338,7 +334,7 @@ def test_dcase_single_split_layout(setup: dict[str, Path], tmp_path: Path) -> No
     rows = write_audio_manifest("dcase", root, manifest)
     assert [r["split"] for r in rows] == ["train"] * 6 + ["test"] * 4
     assert {r["label"] for r in rows} == {"0", "1"}
-    bad = _args(audio_eval, str(setup["config"]), "--out", str(out),
+    bad = _args(audio_eval, str(setup["config"]), "--out", str(tmp_path / "bad.json"),
                 f"data.manifest={manifest}", "data.split=null", "eval.train_split=train",
                 "eval.test_split=val")
     with pytest.raises(ValueError, match=r"no rows with split 'val' \(have \['test', 'train'\]\)"):
