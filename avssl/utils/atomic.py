@@ -17,6 +17,21 @@ from typing import Any, BinaryIO
 TMP_PREFIX = ".tmp-"
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (``os.umask`` alone
+    can only be read by setting it, which races with other threads creating files)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it onto ``path`` on success.
@@ -28,6 +43,9 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.stem + "-", suffix=suffix or path.suffix,
                                dir=path.parent)
+    # mkstemp makes the file 0600; give it the mode a plain open() would (0666 minus the
+    # umask), so datasets, checkpoints and results stay readable by the rest of a team
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     tmp_path = Path(tmp)
     try:
