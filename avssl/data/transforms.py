@@ -217,36 +217,8 @@ def _saturation(x: torch.Tensor, factor: float, ws: torch.Tensor | None, k: floa
 
 
 def _hue(x: torch.Tensor, factor: float, ws: torch.Tensor | None, k: float) -> float:
-    kernel = _hue_kernel()
-    planes = [x[c].view(-1) for c in range(3)] if x[0].is_contiguous() else []
-    if kernel is not None and planes and x.dtype == torch.float32:
-        # contiguous 1-D planes: numba compiles them to a vectorizable loop (a strided 4-D
-        # array is 2x slower)
-        kernel(*(q.numpy() for q in planes), np.float32(6.0 * factor))
-    else:
-        adjust_hue(x, factor, ws)
+    adjust_hue(x, factor, ws)
     return k  # hue(k x) = k hue(x)
-
-
-_HUE_KERNEL: Any = None  # compiled on first use; False: numba missing
-
-
-def _hue_kernel() -> Any:
-    """:func:`_hue_loop` compiled by numba (a dependency of librosa), or None without it.
-
-    The hue is the bulk of the jitter in torch (~25 ops, ~0.5 ms a clip, memory- and
-    per-op-overhead-bound); one loop over the pixels is ~8x faster. Compiled lazily (~1 s once
-    per process) so that importing avssl stays cheap.
-    """
-    global _HUE_KERNEL
-    if _HUE_KERNEL is None:
-        try:
-            from numba import njit
-        except ImportError:
-            _HUE_KERNEL = False
-        else:
-            _HUE_KERNEL = njit(nogil=True, cache=False)(_hue_loop)
-    return _HUE_KERNEL or None
 
 
 def _hue_loop(r: np.ndarray, g: np.ndarray, b: np.ndarray, shift: np.float32) -> None:
@@ -273,7 +245,8 @@ _COLOR_KERNEL: Any = None  # compiled on first use; False: numba missing
 
 def _color_kernel() -> Any:
     """:func:`_color_loop` compiled by numba, or None without it (VideoTransform then runs
-    the torch ops). Compiled lazily (~1 s once per process), like :func:`_hue_kernel`."""
+    the torch ops). Compiled lazily (~1 s once per process) so that importing avssl stays
+    cheap; numba is a dependency of librosa."""
     global _COLOR_KERNEL
     if _COLOR_KERNEL is None:
         try:
