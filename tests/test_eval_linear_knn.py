@@ -230,6 +230,6 @@ def test_synthetic_eval_config_loads() -> None:
 
     root = Path(__file__).resolve().parents[1]
     cfg = load_config(root / "configs" / "eval" / "synthetic_linear.yaml", require_paths=False)
-    assert cfg.data.manifest == "outputs/demo/prepared/manifest.jsonl"
+    assert cfg.data.manifest == "outputs/demo/probe_prepared/manifest.jsonl"
     assert (cfg.data.split, cfg.data.eval_split) == ("train", "test")
     assert cfg.data.clips_per_video > 1 and cfg.model.video.width == 16

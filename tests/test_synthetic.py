@@ -81,7 +81,10 @@ def test_layout_meta_and_classes(dataset: Path, meta: list[dict]) -> None:
     labels = [r["label"] for r in meta]
     assert labels == [i % 4 for i in range(8)]  # round-robin, so balanced
     for i, row in enumerate(meta):
-        assert set(row) == {"path", "label", "class_name", "split", "boxes", "seed"}
+        assert set(row) == {"path", "label", "class_name", "split", "boxes", "seed",
+                            "labels_in_view"}
+        assert row["labels_in_view"] == [o.label for o in _plan(i).objects]
+        assert row["labels_in_view"][0] == row["label"]
         assert row["path"] == f"videos/c{row['label']}_{i:05d}.mp4"
         assert (dataset / row["path"]).is_file()
         assert row["class_name"] == CLASSES[row["label"]].name
@@ -256,7 +259,8 @@ def test_splits_are_stratified(meta: list[dict]) -> None:
 
 @pytest.mark.parametrize("argv", [["--classes", "1"], ["--classes", "9"],
                                   ["--num-videos", "3", "--classes", "4"], ["--size", "64x"],
-                                  ["--size", "63"], ["--duration", "0.01"]])
+                                  ["--size", "63"], ["--duration", "0.01"],
+                                  ["--clutter", "-1"]])
 def test_invalid_arguments_exit_2(argv: list[str], tmp_path: Path,
                                   capsys: pytest.CaptureFixture[str]) -> None:
     parser = argparse.ArgumentParser()
@@ -303,3 +307,54 @@ def test_random_colours_decouple_colour_from_class() -> None:
     a, b = plan_video(7), plan_video(7, colour_by_class=True)
     assert [o.rgb for o in a.objects] == [o.rgb for o in b.objects]
     assert np.array_equal(a.objects[0].xyxy, plan_video(7, colour_by_class=False).objects[0].xyxy)
+
+
+def test_clutter_discs_are_static_silent_and_leave_the_rest_alone(tmp_path: Path) -> None:
+    """``clutter=K``: K static discs of palette colours and radius CLUTTER_RADIUS in the
+    background; objects, boxes, sound and every pixel away from the discs are those of the
+    clutter-free video (the discs have their own random stream)."""
+    from avssl.data.synthetic import CLUTTER_RADIUS
+
+    palette = {c.rgb for c in CLASSES}
+    for i in range(3):
+        plain, cluttered = _plan(i), _plan(i, clutter=12)
+        assert plain.clutter.shape == (0, 6) and cluttered.clutter.shape == (12, 6)
+        side = min(cluttered.width, cluttered.height)
+        x, y, r = cluttered.clutter[:, :3].T
+        assert ((r >= CLUTTER_RADIUS[0] * side) & (r <= CLUTTER_RADIUS[1] * side)).all()
+        assert ((x >= 0) & (x <= cluttered.width) & (y >= 0) & (y <= cluttered.height)).all()
+        assert {tuple(int(v) for v in row[3:]) for row in cluttered.clutter} <= palette
+        for a, b in zip(plain.objects, cluttered.objects):
+            assert a.label == b.label and a.rgb == b.rgb and np.array_equal(a.xy, b.xy)
+        assert np.array_equal(render_audio(plain), render_audio(cluttered))
+
+        f0, f1 = render_frames(plain), render_frames(cluttered)
+        yy, xx = np.mgrid[0:side, 0:side] + 0.5
+        near = np.zeros((side, side), bool)
+        for cx, cy, cr in cluttered.clutter[:, :3]:
+            near |= np.hypot(xx - cx, yy - cy) <= cr + 1
+        assert np.array_equal(f0[:, ~near], f1[:, ~near])
+        assert not np.array_equal(f0[:, near], f1[:, near])
+        # static: a disc's centre shows its colour (+- frame noise) in every frame in which no
+        # object's canvas and no later disc covers it
+        checked = 0
+        for k, (cx, cy, _r, *rgb) in enumerate(cluttered.clutter):
+            later = cluttered.clutter[k + 1:]
+            if (np.hypot(later[:, 0] - cx, later[:, 1] - cy) <= later[:, 2] + 1).any():
+                continue
+            for t in range(len(f1)):
+                if any(o.xy[t, 0] - 1 <= cx <= o.xy[t, 0] + o.side + 2
+                       and o.xy[t, 1] - 1 <= cy <= o.xy[t, 1] + o.side + 2
+                       for o in cluttered.objects):
+                    continue
+                px = f1[t, int(cy), int(cx)].astype(float)
+                assert np.abs(px - np.array(rgb)).max() <= 20, (i, k, t, px, rgb)
+                checked += 1
+        assert checked > 100
+    # the setting is recorded and checked like the others
+    small = {**SETTINGS, "num_videos": 4, "duration": 0.4}
+    d = make_synthetic(tmp_path / "d", progress=False, clutter=5, **small)
+    assert json.loads((d / "generator.json").read_text())["clutter"] == 5
+    with pytest.raises(ValueError, match="clutter"):
+        make_synthetic(d, progress=False, **small)
+

@@ -6,7 +6,11 @@ textured, noisy background. Exactly one object sounds: the audio is its class-sp
 (distinct pitch and timbre per class, a few % of pitch jitter per video) whose loudness follows
 that object's speed, so audio-visual correspondence, synchronization and sound-source
 localization are all learnable; the other objects are silent distractors whose motion has the
-same statistics. Ground truth (label, split, per-frame box of the sounding object) goes to
+same statistics. Optional static clutter (``clutter`` silent discs in the palette's colours,
+smaller than the objects, painted into the background) makes "which colours are in view" a poor
+cue to the class: a randomly initialized encoder reads colour well, so on clutter-free videos it
+scores as high as a trained one on a linear probe (see ``avssl demo``). Ground truth (label,
+split, per-frame box of the sounding object, the labels of all objects in view) goes to
 ``meta.jsonl``, which ``avssl preprocess --meta`` copies into the manifest.
 
 Layout written by :func:`make_synthetic`::
@@ -97,6 +101,7 @@ MAX_CLASSES = len(CLASSES)
 # Motion and appearance constants (coordinates are fractions of the frame width/height).
 V_MAX = 0.6            # top object speed, frame fractions per second (also the loudness scale)
 SIZE_RANGE = (0.24, 0.32)   # object side / short frame side: box area ~5-10 % of the frame
+CLUTTER_RADIUS = (0.04, 0.08)  # clutter disc radius / short frame side (objects: 0.12-0.16)
 LOUDNESS_FLOOR = 0.15  # loudness of a still sounding object, relative to full speed
 PITCH_JITTER = 0.04    # per-video pitch factor in [1 - j, 1 + j]
 MIN_SAMPLE_RATE = 16000  # the highest class band reaches 7.3 kHz
@@ -155,7 +160,9 @@ class ObjectTrack:
 class VideoPlan:
     """Ground truth of one video; :func:`render_video` turns it into frames and audio.
 
-    ``objects[0]`` is the sounding object; ``draw_order`` lists object indices back to front.
+    ``objects[0]`` is the sounding object; ``draw_order`` lists object indices back to front;
+    ``clutter`` (K, 6) float: static silent discs painted into the background, one row per disc:
+    centre x, y and radius in pixels, then R, G, B.
     """
 
     index: int
@@ -171,6 +178,7 @@ class VideoPlan:
     pitch: float
     objects: list[ObjectTrack]
     draw_order: list[int] = field(default_factory=list)
+    clutter: np.ndarray = field(default_factory=lambda: np.zeros((0, 6)))
 
 
 def video_seed(seed: int, index: int) -> int:
@@ -263,13 +271,15 @@ def _mask_extent(shape: str, side: int) -> tuple[float, float, float, float]:
 def plan_video(index: int, *, seed: int = 0, classes: int = 4, duration: float = 4.0,
                fps: float = 25.0, size: tuple[int, int] = (128, 128), sample_rate: int = 32000,
                distractors: tuple[int, int] = (1, 2),
-               colour_by_class: bool = True) -> VideoPlan:
+               colour_by_class: bool = True, clutter: int = 0) -> VideoPlan:
     """The ground truth of video ``index``: label (round-robin), objects and trajectories.
 
     ``size`` is (width, height) in pixels. ``colour_by_class=False`` paints every object in a
     colour drawn from the whole palette, independent of its class, so only shape (and sound)
-    tell the classes apart. Cheap (no rendering), so meta rows of videos already on disk are
-    recomputed rather than read back.
+    tell the classes apart. ``clutter`` static discs (radius ``CLUTTER_RADIUS`` of the short
+    side, colour drawn from the whole palette, anywhere in the frame) are drawn from their own
+    random stream, so objects, sound and background do not change with their number. Cheap (no
+    rendering), so meta rows of videos already on disk are recomputed rather than read back.
     """
     vseed = video_seed(seed, index)
     rng = np.random.default_rng([vseed, 0])
@@ -296,10 +306,16 @@ def plan_video(index: int, *, seed: int = 0, classes: int = 4, duration: float =
         objects.append(ObjectTrack(c, side, rgb, xy, np.clip(xyxy, 0, 1), speed))
     order = [int(i) for i in rng.permutation(len(objects))]
     pitch = float(1 + rng.uniform(-PITCH_JITTER, PITCH_JITTER))
+    crng = np.random.default_rng([vseed, 3])
+    discs = np.zeros((clutter, 6))
+    for row in discs:
+        y, x = crng.uniform(0, height), crng.uniform(0, width)
+        r = crng.uniform(*CLUTTER_RADIUS) * min(width, height)
+        row[:] = (x, y, r, *CLASSES[int(crng.integers(MAX_CLASSES))].rgb)
     return VideoPlan(index=index, seed=vseed, label=label, name=video_name(index, label),
                      num_frames=n, fps=fps, width=width, height=height,
                      sample_rate=sample_rate, num_samples=round(duration * sample_rate),
-                     pitch=pitch, objects=objects, draw_order=order)
+                     pitch=pitch, objects=objects, draw_order=order, clutter=discs)
 
 
 # --- rendering -----------------------------------------------------------------------------------
@@ -342,11 +358,21 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     return (base + coarse + fine).astype(np.float32)
 
 
+def _paint_discs(image: np.ndarray, discs: np.ndarray) -> np.ndarray:
+    """``image`` (H, W, 3) float with anti-aliased discs (K, 6) painted over it, in order."""
+    h, w = image.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w] + 0.5
+    for x, y, r, *rgb in discs:
+        alpha = np.clip(r + 0.5 - np.hypot(xx - x, yy - y), 0, 1)[..., None]
+        image = image + alpha * (np.asarray(rgb, np.float32) - image)
+    return image.astype(np.float32)
+
+
 def iter_frames(plan: VideoPlan) -> Iterator[np.ndarray]:
     """Yield the plan's frames, each uint8 (H, W, 3) RGB; deterministic for the plan's seed."""
     rng = np.random.default_rng([plan.seed, 1])
     h, w = plan.height, plan.width
-    bg = _background(rng, h, w)
+    bg = _paint_discs(_background(rng, h, w), plan.clutter)
     noise = rng.normal(0, 4, (8, h, w, 3)).astype(np.float32)  # a bank, drawn per frame
     picks = rng.integers(0, len(noise), plan.num_frames)
     alphas = [_alpha_variants(CLASSES[o.label].shape, o.side) for o in plan.objects]
@@ -453,7 +479,8 @@ def _meta_row(plan: VideoPlan, split: str) -> dict[str, Any]:
     boxes = [[round(float(v), 4) for v in box] for box in plan.objects[0].xyxy]
     return {"path": f"videos/{plan.name}.mp4", "label": plan.label,
             "class_name": CLASSES[plan.label].name, "split": split,
-            "boxes": {"fps": plan.fps, "xyxy": boxes}, "seed": plan.seed}
+            "boxes": {"fps": plan.fps, "xyxy": boxes}, "seed": plan.seed,
+            "labels_in_view": [o.label for o in plan.objects]}
 
 
 def _write_one(dst: str, index: int, params: dict[str, Any]) -> tuple[int, float]:
@@ -469,7 +496,8 @@ def _write_one(dst: str, index: int, params: dict[str, Any]) -> tuple[int, float
 
 
 def _check(num_videos: int, classes: int, duration: float, fps: float, size: tuple[int, int],
-           sample_rate: int, test_fraction: float, distractors: tuple[int, int]) -> None:
+           sample_rate: int, test_fraction: float, distractors: tuple[int, int],
+           clutter: int = 0) -> None:
     if not 2 <= classes <= MAX_CLASSES:
         raise ValueError(f"classes must be between 2 and {MAX_CLASSES}, got {classes}")
     if num_videos < classes:
@@ -487,32 +515,36 @@ def _check(num_videos: int, classes: int, duration: float, fps: float, size: tup
     if not 0 <= lo <= hi:
         raise ValueError(f"distractors must be a range (lo, hi) with 0 <= lo <= hi, got "
                          f"{distractors}")
+    if clutter < 0:
+        raise ValueError(f"clutter must be >= 0 discs, got {clutter}")
 
 
 def make_synthetic(dst: str | Path, num_videos: int = 200, classes: int = 4, seed: int = 0,
                    duration: float = 4.0, fps: float = 25.0, size: tuple[int, int] = (128, 128),
                    sample_rate: int = 32000, test_fraction: float = 0.2,
                    distractors: tuple[int, int] = (1, 2), colour_by_class: bool = True,
-                   workers: int = 1, progress: bool = True) -> Path:
+                   clutter: int = 0, workers: int = 1, progress: bool = True) -> Path:
     """Generate the dataset into ``dst`` (see the module docstring) and return ``dst``.
 
     ``size`` is (width, height) in pixels, ``duration`` seconds, ``distractors`` the inclusive
-    range of silent objects per video, ``colour_by_class`` see :func:`plan_video`. Videos already
-    in ``dst/videos`` are kept (the writer is atomic, so a file there is complete); a ``dst``
-    made with other settings raises ValueError.
+    range of silent objects per video, ``colour_by_class`` and ``clutter`` see
+    :func:`plan_video`. Videos already in ``dst/videos`` are kept (the writer is atomic, so a
+    file there is complete); a ``dst`` made with other settings raises ValueError.
     """
     size = (int(size[0]), int(size[1]))
     distractors = (int(distractors[0]), int(distractors[1]))
-    _check(num_videos, classes, duration, fps, size, sample_rate, test_fraction, distractors)
+    _check(num_videos, classes, duration, fps, size, sample_rate, test_fraction, distractors,
+           clutter)
     dst = Path(dst)
     params = {"seed": seed, "classes": classes, "duration": duration, "fps": fps,
               "size": size, "sample_rate": sample_rate, "distractors": distractors,
-              "colour_by_class": bool(colour_by_class)}
+              "colour_by_class": bool(colour_by_class), "clutter": int(clutter)}
     settings = {**params, "size": list(size), "distractors": list(distractors),
                 "num_videos": num_videos, "test_fraction": test_fraction}
     gen_file = dst / "generator.json"
     if gen_file.is_file():
-        old = {"colour_by_class": True, **json.loads(gen_file.read_text())}  # older files
+        # keys added later default to what older files were made with
+        old = {"colour_by_class": True, "clutter": 0, **json.loads(gen_file.read_text())}
         if old != settings:
             diff = sorted(k for k in settings.keys() | old.keys() if old.get(k) != settings.get(k))
             raise ValueError(f"{dst} holds a synthetic dataset made with other settings "
@@ -576,6 +608,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--random-colours", action="store_true",
                         help="colour objects independently of their class (shape and sound "
                              "remain class-specific)")
+    parser.add_argument("--clutter", type=int, default=0,
+                        help="static silent discs in the palette's colours scattered over the "
+                             "background (colour alone then tells little about the class)")
     parser.add_argument("--workers", type=int, default=max(1, min(8, os.cpu_count() or 1)))
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -588,7 +623,8 @@ def run(args: argparse.Namespace) -> int:
         dst = make_synthetic(args.dst, num_videos=args.num_videos, classes=args.classes,
                              seed=args.seed, duration=args.duration, fps=args.fps, size=size,
                              sample_rate=args.sample_rate, test_fraction=args.test_fraction,
-                             colour_by_class=not args.random_colours, workers=args.workers, progress=not args.no_progress)
+                             colour_by_class=not args.random_colours, clutter=args.clutter,
+                             workers=args.workers, progress=not args.no_progress)
     except ValueError as e:
         print(f"avssl make-synthetic: error: {e}", file=sys.stderr)
         return 2
