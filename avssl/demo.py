@@ -111,16 +111,22 @@ def _probe_data(out: Path, args: argparse.Namespace) -> Path:
     return prepared / "manifest.jsonl"
 
 
-def _probe(out: Path, manifest: Path, stats: Path) -> None:
+def _probe(out: Path, manifest: Path, stats: Path) -> dict[str, Any]:
     """`avssl eval linear` and `avssl eval knn` of the CMA checkpoint on ``manifest``, beside a
-    randomly initialized encoder (tables printed)."""
+    randomly initialized encoder (tables printed); returns {protocol: results JSON}."""
     from avssl.cli import main
 
     ckpt = out / "runs" / "cma" / "checkpoints" / "last.pt"
     config = CONFIG_DIR.parent / "eval" / "synthetic_linear.yaml"
+    results = {}
     for protocol in ("linear", "knn"):
-        main(["eval", protocol, str(config), "--checkpoint", str(ckpt), "--random-baseline",
-              "--no-progress", f"data.manifest={manifest}", f"data.audio.stats={stats}"])
+        dst = ckpt.parent / f"eval_{protocol}_{config.stem}.json"
+        rc = main(["eval", protocol, str(config), "--checkpoint", str(ckpt), "--random-baseline",
+                   "--no-progress", "--out", str(dst), f"data.manifest={manifest}",
+                   f"data.audio.stats={stats}"])
+        if rc == 0:
+            results[protocol] = json.loads(dst.read_text())
+    return results
 
 
 def run(args: argparse.Namespace) -> int:
@@ -173,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = _step(f"7/7 linear probe and kNN beside a random encoder, on a downstream set: "
                f"{args.num_videos} other videos, one object each among clutter of the same "
                f"colours -> {out / 'probe_prepared'}")
-    _probe(out, _probe_data(out, args), stats)
+    probe = _probe(out, _probe_data(out, args), stats)
     _done(t0)
 
     purity = _cma_purity(out, manifest)
@@ -201,5 +207,11 @@ def run(args: argparse.Namespace) -> int:
         for name, r in rows.items():
             print(f"   localization {name:12s} cIoU@0.5 {100 * r['cIoU@0.5']:5.1f}  "
                   f"AUC {100 * r['AUC']:5.1f}  ({r['binarization']})")
+    for protocol, res in probe.items():
+        top1 = res["top1"]
+        pairs = ", ".join(f"{layer} {top1['checkpoint'][layer]:.0f} vs {top1['random'][layer]:.0f}"
+                          for layer in res["layers"])
+        print(f"   {protocol} probe top-1 % (downstream set, trained vs random encoder): {pairs}"
+              f"  (majority {res['majority_top1']:.0f})")
     print(f"\ndemo finished in {time.perf_counter() - t_all:.0f} s; outputs in {out}/")
     return 0
