@@ -120,13 +120,17 @@ def _worker(r: int, world: int, tmp: str, setup: str) -> None:
     D.init_distributed(backend="gloo", init_method=f"file://{tmp}/store",
                        timeout=timedelta(seconds=60))
     try:
-        method = make_method(setup)
-        ddp = DistributedDataParallel(method, broadcast_buffers=False)
-        record = train(method, ddp, [local_batch(s, r) for s in range(len(STEPS))])
-        params = {n: p.detach().clone() for n, p in method.named_parameters()}
-        torch.save({"steps": record, "params": params}, f"{tmp}/rank{r}.pt")
+        _train_rank(r, tmp, setup)  # the DDP wrapper dies with its frame, before the group
     finally:
         D.cleanup()
+
+
+def _train_rank(r: int, tmp: str, setup: str) -> None:
+    method = make_method(setup)
+    ddp = DistributedDataParallel(method, broadcast_buffers=False)
+    record = train(method, ddp, [local_batch(s, r) for s in range(len(STEPS))])
+    params = {n: p.detach().clone() for n, p in method.named_parameters()}
+    torch.save({"steps": record, "params": params}, f"{tmp}/rank{r}.pt")
 
 
 @pytest.fixture(scope="module", params=list(SETUPS))

@@ -157,3 +157,52 @@ def test_run_logger_fresh_run_replaces_metrics(tmp_path: Path) -> None:
     logger.log(1, {"loss": 2.0})
     logger.close()
     assert [(r["step"], r["loss"]) for r in read_metrics(tmp_path / "metrics.jsonl")] == [(1, 2.0)]
+
+
+def _cleanup_order_worker(r: int, world: int, tmp: str, config: str) -> None:
+    """Train under a 2-process gloo group; record whether any DDP wrapper is still alive when
+    the group is destroyed."""
+    import weakref
+
+    import torch.distributed as tdist
+
+    from avssl.config import load_config
+    from avssl.engine import distributed as D
+    from avssl.engine import trainer as T
+
+    torch.set_num_threads(1)
+    os.environ.update(RANK=str(r), WORLD_SIZE=str(world), LOCAL_RANK=str(r))
+    D.init_distributed(backend="gloo", init_method=f"file://{tmp}/store")
+    wrappers: list[weakref.ref] = []
+    alive_at_destroy: list[bool] = []
+
+    class Recorded(T.DistributedDataParallel):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            wrappers.append(weakref.ref(self))
+
+    destroy = tdist.destroy_process_group
+
+    def recording_destroy(*args, **kwargs) -> None:
+        alive_at_destroy.append(any(w() is not None for w in wrappers))
+        destroy(*args, **kwargs)
+
+    T.DistributedDataParallel = Recorded  # type: ignore[misc]
+    tdist.destroy_process_group = recording_destroy
+    T.train(load_config(config), Path(tmp) / "run", progress=False)
+    torch.save({"wrappers": len(wrappers), "alive_at_destroy": alive_at_destroy},
+               f"{tmp}/rank{r}.pt")
+
+
+def test_ddp_wrapper_is_freed_before_the_process_group(prepared: Path, tmp_path: Path) -> None:
+    """The DDP wrapper's Reducer holds the group: if the group died inside the Reducer's
+    destructor (GIL held), a Gloo worker freeing a collective's tensors could wait for the GIL
+    forever (seen once: rank 1 hung at exit). train() frees the wrapper first."""
+    import torch.multiprocessing as mp
+
+    config = tiny_config(tmp_path, prepared, train={"epochs": 1, "eval_retrieval": False})
+    mp.spawn(_cleanup_order_worker, args=(2, str(tmp_path), str(config)), nprocs=2, join=True)
+    for r in range(2):
+        rec = torch.load(tmp_path / f"rank{r}.pt", weights_only=True)
+        assert rec["wrappers"] == 1
+        assert rec["alive_at_destroy"] == [False]

@@ -16,6 +16,7 @@ Policy (DESIGN.md, Contracts: Distributed):
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -102,8 +103,16 @@ def barrier() -> None:
 
 
 def cleanup() -> None:
-    """Destroy the process group (a no-op in a single process)."""
+    """Destroy the process group (a no-op in a single process).
+
+    Drop every DistributedDataParallel wrapper first: its C++ Reducer holds the group, and a
+    group that dies inside the Reducer's destructor (GIL held) can deadlock with a Gloo worker
+    thread still freeing a finished collective's tensors (it waits for the GIL; seen as a rank
+    hanging at exit, pytorch/pytorch#56297). Wrappers kept alive only by reference cycles are
+    collected here, while the group is still registered.
+    """
     if is_dist():
+        gc.collect()
         dist.destroy_process_group()
 
 

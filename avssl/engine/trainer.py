@@ -294,4 +294,5 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False,
     try:
         return trainer.fit()
     finally:
+        trainer.model = trainer.method  # free the DDP wrapper before the group (see cleanup)
         dist.cleanup()
