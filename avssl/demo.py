@@ -90,6 +90,14 @@ def _localize(manifest: Path, out: Path, stats: Path) -> dict[str, Any]:
     return localize(test, ckpt, out / "localization", opts=opts, log=lambda m: None)
 
 
+def _prepare(src: Path, dst: Path, workers: int) -> Path:
+    """`avssl preprocess` at the demo's settings (16 fps, short side 64, 16 kHz); the manifest."""
+    from avssl.preprocess import preprocess
+
+    preprocess(src, dst, fps=16.0, short_side=64, sample_rate=16000, gop=16, workers=workers)
+    return dst / "manifest.jsonl"
+
+
 def _probe_data(out: Path, args: argparse.Namespace) -> Path:
     """The probe's downstream set: other videos (seed 1) of the same classes, one object each,
     among static clutter discs in the palette's colours; returns its manifest.
@@ -101,14 +109,10 @@ def _probe_data(out: Path, args: argparse.Namespace) -> Path:
     colours makes "which colours are in view" a poor cue, so a probe has to find the object.
     """
     from avssl.data.synthetic import make_synthetic
-    from avssl.preprocess import preprocess
 
     make_synthetic(out / "probe_synthetic", num_videos=args.num_videos, classes=args.classes,
                    seed=1, workers=args.workers, distractors=(0, 0), clutter=20)
-    prepared = out / "probe_prepared"
-    preprocess(out / "probe_synthetic", prepared, fps=16.0, short_side=64, sample_rate=16000,
-               gop=16, workers=args.workers)
-    return prepared / "manifest.jsonl"
+    return _prepare(out / "probe_synthetic", out / "probe_prepared", args.workers)
 
 
 def _probe(out: Path, manifest: Path, stats: Path) -> dict[str, Any]:
@@ -132,7 +136,6 @@ def _probe(out: Path, manifest: Path, stats: Path) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     from avssl.data.audio import compute_audio_stats, save_stats
     from avssl.data.synthetic import make_synthetic
-    from avssl.preprocess import preprocess
 
     out = Path(args.out)
     t_all = time.perf_counter()
@@ -144,10 +147,8 @@ def run(args: argparse.Namespace) -> int:
     _done(t0)
 
     t0 = _step(f"2/7 preprocess -> {out / 'prepared'}")
-    prepared = out / "prepared"
-    preprocess(out / "synthetic", prepared, fps=16.0, short_side=64, sample_rate=16000,
-               gop=16, workers=args.workers)
-    manifest = prepared / "manifest.jsonl"
+    manifest = _prepare(out / "synthetic", out / "prepared", args.workers)
+    prepared = manifest.parent
     _done(t0)
 
     t0 = _step("3/7 spectrogram statistics")
