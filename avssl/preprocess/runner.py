@@ -10,7 +10,9 @@ Layout of DST::
 
 An input is done iff its record exists, so a run killed at any moment (even ``kill -9``) and
 started again redoes only unfinished inputs; a half-written output never has a record. Failure
-records count as done: delete ``.records/<id>.json`` to retry one input.
+records count as done: delete ``.records/<id>.json`` to retry one input. An input that runs past
+the time limit (``timeout``, e.g. a decoder that hangs) or kills its worker becomes a failure
+record; its worker is replaced and the run goes on (see ``avssl.preprocess.pool``).
 
 A video whose audio stream exists but cannot be decoded is kept with ``has_audio: false`` and
 the reason in ``audio_error``; a digitally silent track is kept (``audio_rms_db`` -120).
@@ -19,13 +21,9 @@ the reason in ``audio_error``; a digitally silent track is kept (``audio_rms_db`
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
-import multiprocessing as mp
 import os
 import re
-import signal
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -37,12 +35,16 @@ from tqdm import tqdm
 
 from avssl.data.manifest import make_id, write_manifest
 from avssl.preprocess.encode import ConversionError, EncodeSettings, convert, describe
+from avssl.preprocess.pool import Lost, run_tasks
 from avssl.preprocess.scan import PreprocessError, load_meta, parse_shard, scan_videos
 from avssl.utils.atomic import TMP_PREFIX, atomic_write_json, atomic_write_jsonl
 
 RECORDS = ".records"
 SETTINGS_FILE = "preprocess.json"
 SILENT_DB = -60.0
+DEFAULT_TIMEOUT_S = 600.0  # per input; real clips take seconds, a 2-hour film a few minutes
+# Tests only: process() hangs forever on inputs whose relative path contains this value.
+HANG_ENV = "AVSSL_TEST_HANG_ON"
 # atomic_path names temporaries ".tmp-<target stem>-<8 mkstemp chars><target suffix>".
 _TMP_RE = re.compile(r"^\.tmp-(?P<stem>.*)-[a-z0-9_]{8}(?P<suffix>\.[^.]*)?$")
 _SHARD_RE = re.compile(r"^manifest\.shard-(\d+)-of-(\d+)\.jsonl$")
@@ -63,6 +65,12 @@ class Summary:
     seconds: float = 0.0
     failures: list[dict[str, Any]] = field(default_factory=list)
     meta_unmatched: int = 0  # meta rows naming no input
+    failures_file: Path | None = None
+
+    @property
+    def all_failed(self) -> bool:
+        """Every input failed (and there was at least one)."""
+        return self.failed > 0 and self.ok == 0
 
     def format(self, max_failures: int = 20) -> str:
         """A short human-readable report (several lines)."""
@@ -104,6 +112,9 @@ def process(task: Task) -> dict[str, Any]:
     Returns the record. If the record cannot be written (disk full, ...) it is still returned,
     so the input shows up in this run's report, and a rerun retries it.
     """
+    if (hang := os.environ.get(HANG_ENV)) and hang in task.rel:
+        while True:  # stands in for a decoder that never returns (see tests)
+            time.sleep(60)
     try:
         record: dict[str, Any] = {"row": convert(task.src / task.rel, task.dst, task.id, task.rel,
                                                  task.settings)}
@@ -130,42 +141,63 @@ def read_record(dst: Path, id_: str, rel: str) -> dict[str, Any] | None:
     return record if all(p is None or (dst / p).is_file() for p in outputs) else None
 
 
-def _worker_init(parent: int) -> None:
-    """Pool worker setup: ignore Ctrl-C (the parent terminates the pool) and die with the
-    parent. An orphan of a ``kill -9``-ed run would otherwise finish its input and write a
-    record while a rerun redoes that same input."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
+def _lost_record(task: Task, lost: Lost) -> dict[str, Any]:
+    """The record of an input whose worker was killed (time limit) or died.
+
+    A record the worker managed to write before that is kept. Otherwise its temporaries are
+    removed and a failure record written, so the input counts as done (a rerun skips it).
+    """
+    record = read_record(task.dst, task.id, task.rel)
+    if record is not None:
+        return record
+    _remove_temporaries_of(task.dst, task.id)
+    record = {"failure": {"source": task.rel, "id": task.id, "reason": lost.reason,
+                          "error": lost.error}}
+    with contextlib.suppress(OSError):
+        atomic_write_json(record_path(task.dst, task.id), record, indent=None)
+    return record
 
 
-def _run_tasks(tasks: list[Task], workers: int, progress: bool) -> Iterator[dict[str, Any]]:
-    """Records of ``tasks`` as they finish, under a progress bar (files done, failures)."""
+def _remove_temporaries_of(dst: Path, id_: str) -> None:
+    """Delete the ``.tmp-*`` outputs of one input (a killed worker leaves them behind); only
+    the input's own folders are listed, not all of DST (which may hold 100k+ files)."""
+    parent, _, name = id_.rpartition("/")
+    for top in ("videos", "audio", RECORDS):
+        folder = dst / top / parent
+        with contextlib.suppress(OSError), os.scandir(folder) as entries:
+            for entry in entries:
+                m = _TMP_RE.match(entry.name)
+                if m and m.group("stem") == name:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+
+
+def _outcomes(tasks: list[Task], workers: int,
+              timeout: float) -> Iterator[tuple[Task, dict[str, Any] | Lost]]:
+    """``(task, record or Lost)`` as tasks finish. In this process only when there is no time
+    limit and one worker would do; otherwise in child processes, which can be killed."""
+    if timeout <= 0 and (workers <= 1 or len(tasks) <= 1):
+        return ((task, process(task)) for task in tasks)
+    return run_tasks(process, tasks, workers, timeout)
+
+
+def _run_tasks(tasks: list[Task], workers: int, progress: bool,
+               timeout: float = DEFAULT_TIMEOUT_S) -> Iterator[dict[str, Any]]:
+    """Records of ``tasks`` as they finish, under a progress bar (files done, failures).
+
+    An input running longer than ``timeout`` seconds (0: no limit) becomes a failure record
+    and its worker is replaced; the other inputs go on.
+    """
     bar = tqdm(total=len(tasks), unit="file", desc="preprocess", disable=not (progress and tasks),
                dynamic_ncols=True)
     failed = 0
     try:
-        if workers <= 1 or len(tasks) <= 1:
-            results: Iterator[dict[str, Any]] = map(process, tasks)
-            pool = None
-        else:
-            # spawn: no inherited threads/locks (torch, tqdm) in the children
-            pool = mp.get_context("spawn").Pool(min(workers, len(tasks)), _worker_init,
-                                                (os.getpid(),))
-            results = pool.imap_unordered(process, tasks, chunksize=1)
-        try:
-            for record in results:
-                failed += "failure" in record
-                bar.update(1)
-                bar.set_postfix(failed=failed, refresh=False)
-                yield record
-        finally:
-            if pool is not None:
-                pool.terminate()
-                pool.join()
+        for task, outcome in _outcomes(tasks, workers, timeout):
+            record = _lost_record(task, outcome) if isinstance(outcome, Lost) else outcome
+            failed += "failure" in record
+            bar.update(1)
+            bar.set_postfix(failed=failed, refresh=False)
+            yield record
     finally:
         bar.close()
 
@@ -277,18 +309,22 @@ def preprocess(src: str | Path, dst: str | Path, *, fps: float = 16.0, short_sid
                sample_rate: int = 24000, gop: int = 16, workers: int = 1,
                shard: str | tuple[int, int] | None = None, audio_format: str = "wav",
                meta: str | Path | None = None, label_from_dir: bool = False,
-               progress: bool = True) -> Summary:
+               progress: bool = True, timeout: float = DEFAULT_TIMEOUT_S) -> Summary:
     """Prepare every video under ``src`` into ``dst`` (see the module docstring for the layout).
 
     ``fps`` frames/s, ``short_side`` pixels (even), ``sample_rate`` Hz, ``gop`` frames between
     keyframes, ``shard`` ``"K/N"`` (inputs whose sorted index % N == K), ``meta`` a JSON-lines
-    file of extra keys per input (default ``src/meta.jsonl`` if present). Raises PreprocessError
-    on bad arguments; failed inputs are reported, not raised.
+    file of extra keys per input (default ``src/meta.jsonl`` if present), ``timeout`` seconds
+    per input before its worker is killed and the input reported failed (0: no limit; with a
+    limit even ``workers=1`` converts in a child process). Raises PreprocessError on bad
+    arguments; failed inputs are reported, not raised.
     """
     t0 = time.perf_counter()
     src, dst = Path(src), Path(dst)
     shard = parse_shard(shard)
     settings = _validate(src, fps, short_side, sample_rate, gop, workers, audio_format)
+    if not timeout >= 0:  # also rejects NaN
+        raise PreprocessError(f"--timeout must be >= 0 seconds (0: no limit), got {timeout}")
     meta_rows = _load_meta_default(src, meta)
     inputs = scan_videos(src, exclude=dst)
     if not inputs:
@@ -323,8 +359,8 @@ def preprocess(src: str | Path, dst: str | Path, *, fps: float = 16.0, short_sid
         else:
             records[rel] = record
     summary = Summary(dst=dst, manifest=dst / manifest_name, skipped=len(records),
-                      processed=len(tasks))
-    for record in _run_tasks(tasks, workers, progress):
+                      processed=len(tasks), failures_file=dst / failures_name)
+    for record in _run_tasks(tasks, workers, progress, timeout):
         body = record.get("row") or record["failure"]
         records[body["source"]] = record
 
@@ -369,7 +405,8 @@ def merge(dst: str | Path) -> Summary:
         raise PreprocessError(f"shard manifests in {dst} share ids; were shards run twice?")
     _write_jsonl(dst / "manifest.jsonl", rows, manifest=True)
     _write_jsonl(dst / "failures.jsonl", failures, manifest=False)
-    summary = Summary(dst=dst, manifest=dst / "manifest.jsonl", seconds=time.perf_counter() - t0)
+    summary = Summary(dst=dst, manifest=dst / "manifest.jsonl", seconds=time.perf_counter() - t0,
+                      failures_file=dst / "failures.jsonl")
     return _summarize(summary, rows, failures)
 
 
