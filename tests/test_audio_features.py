@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from pathlib import Path
 
@@ -11,10 +10,12 @@ import pytest
 import soundfile as sf
 import torch
 
+from avssl.cli import main
 from avssl.config import AudioConfig, DataConfig
 from avssl.data import audio as A
-from avssl.data.manifest import write_manifest
+from avssl.data.manifest import read_manifest, write_manifest
 
+ROOT = Path(__file__).resolve().parents[1]
 SR = 24000
 
 
@@ -94,7 +95,9 @@ def test_volume_jitter_range() -> None:
     assert float(shift.mean()) == pytest.approx(20 * np.log10(g), abs=1e-3)
 
 
-def _write_dataset(root: Path, n: int = 6) -> Path:
+def _write_dataset(root: Path, n: int = 6, splits: tuple[str | None, ...] = ("train",)) -> Path:
+    """``n`` videos with tones (split ``splits[i % len(splits)]``, None: no split key) and
+    one silent video."""
     rng = np.random.default_rng(0)
     rows = []
     for i in range(n):
@@ -104,11 +107,14 @@ def _write_dataset(root: Path, n: int = 6) -> Path:
         sf.write(root / f"audio/v{i}.wav", x.astype(np.float32), SR, subtype="PCM_16")
         rows.append({"id": f"v{i}", "path": f"videos/v{i}.mp4", "duration": 3.0, "fps": 16.0,
                      "num_frames": 48, "width": 64, "height": 64, "has_audio": True,
-                     "audio_path": f"audio/v{i}.wav", "sample_rate": SR, "audio_rms_db": -12.0,
-                     "split": "train"})
+                     "audio_path": f"audio/v{i}.wav", "sample_rate": SR, "audio_rms_db": -12.0})
+        if (split := splits[i % len(splits)]) is not None:
+            rows[-1]["split"] = split
     rows.append({"id": "z_silent", "path": "videos/z.mp4", "duration": 3.0, "fps": 16.0,
                  "num_frames": 48, "width": 64, "height": 64, "has_audio": False,
-                 "audio_path": None, "sample_rate": None, "split": "train"})
+                 "audio_path": None, "sample_rate": None})
+    if splits[0] is not None:
+        rows[-1]["split"] = splits[0]
     write_manifest(root / "manifest.jsonl", rows)
     return root / "manifest.jsonl"
 
@@ -138,33 +144,80 @@ def test_stats_normalize_their_own_data(tmp_path: Path) -> None:
         A.load_stats(tmp_path / "missing.npz")
 
 
+def _stats_cli(*argv: object) -> int:
+    """``avssl audio-stats ...`` through the real entry point (exit codes, stderr)."""
+    return main(["audio-stats", *map(str, argv)])
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str], *needles: str) -> None:
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and err.startswith("avssl audio-stats: error: "), \
+        err
+    assert all(n in err for n in needles), err
+
+
 def test_cli_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    manifest = _write_dataset(tmp_path, n=3)
-    parser = argparse.ArgumentParser()
-    A.add_arguments(parser)
+    manifest = _write_dataset(tmp_path, n=3, splits=("train", "train", "test"))
     out = tmp_path / "stats.npz"
-    args = parser.parse_args([str(manifest), str(out), "--max-videos", "2",
-                              "--set", "data.audio.feature=logmel", "data.audio.n_mels=32"])
-    assert A.run(args) == 0
+    # No config: every row (test rows too), whatever the manifest's splits.
+    assert _stats_cli(manifest, out, "--max-videos", "2",
+                      "--set", "data.audio.feature=logmel", "data.audio.n_mels=32") == 0
     mean, _ = A.load_stats(out, 32)
-    assert mean.shape == (32,) and "32 bins" in capsys.readouterr().out
-    args = parser.parse_args([str(manifest), str(out), "--split", "nope"])
-    assert A.run(args) == 1 and "split 'nope'" in capsys.readouterr().out
-    args = parser.parse_args([str(manifest), str(out), "--set", "data.audio.bogus=1"])
-    assert A.run(args) == 2 and "bogus" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert mean.shape == (32,) and "32 bins from 2 of 3 videos with audio (all rows)" in text
+    assert f"data.audio.stats={out}" in text
+    with np.load(out) as z:
+        assert str(z["split"]) == "all"
+    # An explicit split, or one named by --set data.split, is honoured.
+    assert _stats_cli(manifest, out, "--split", "test") == 0
+    assert "from 1 of 1 videos with audio (split 'test')" in capsys.readouterr().out
+    assert _stats_cli(manifest, out, "--set", "data.split=train") == 0
+    assert "from 2 of 2 videos" in capsys.readouterr().out
+    # Errors: one line on stderr, exit code 2.
+    assert _stats_cli(manifest, out, "--split", "nope") == 2
+    _one_line_error(capsys, "no rows in split 'nope'", "its splits: test, train", "--split all")
+    assert _stats_cli(manifest, out, "--set", "data.audio.bogus=1") == 2
+    _one_line_error(capsys, "bogus")
+    assert _stats_cli(tmp_path / "missing.jsonl", out) == 2
+    _one_line_error(capsys, "missing.jsonl", "manifest not found")
+    assert _stats_cli(manifest, out, "--max-videos", "0") == 2
+    _one_line_error(capsys, "--max-videos must be >= 1")
+    assert _stats_cli(manifest, out, "--config", tmp_path / "none.yaml") == 2
+    _one_line_error(capsys, "none.yaml")
+    assert _stats_cli(manifest, tmp_path, "--split", "all") == 2  # OUT is a folder
+    _one_line_error(capsys, str(tmp_path))
+    (tmp_path / "audio" / "v2.wav").write_bytes(b"not audio")
+    assert _stats_cli(manifest, out, "--split", "test") == 2
+    _one_line_error(capsys, "v2.wav: cannot read audio of row 'v2'")
 
 
-def test_cli_with_config_file(tmp_path: Path) -> None:
-    manifest = _write_dataset(tmp_path, n=2)
+def test_cli_with_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     conf = tmp_path / "run.yaml"
     conf.write_text("data:\n  split: train\n  audio:\n    feature: logmel\n    n_mels: 16\n")
-    parser = argparse.ArgumentParser()
-    A.add_arguments(parser)
     out = tmp_path / "s.npz"
-    assert A.run(parser.parse_args([str(manifest), str(out), "--config", str(conf)])) == 0
+    # The config's data.split selects rows when the manifest has that column ...
+    split_manifest = _write_dataset(tmp_path / "a", n=3, splits=("train", "test"))
+    assert _stats_cli(split_manifest, out, "--config", conf) == 0
+    assert "from 2 of 2 videos with audio (split 'train')" in capsys.readouterr().out
     assert A.load_stats(out)[0].shape == (16,)
     with np.load(out) as z:
         assert str(z["feature"]) == "logmel" and int(z["n_mels"]) == 16
+        assert str(z["split"]) == "train"
+    # ... and a manifest without splits (preprocess --label-from-dir) gives every row.
+    plain = _write_dataset(tmp_path / "b", n=3, splits=(None,))
+    assert _stats_cli(plain, out, "--config", conf) == 0
+    assert "from 3 of 3 videos with audio (all rows)" in capsys.readouterr().out
+    # A split asked for explicitly must exist.
+    assert _stats_cli(plain, out, "--config", conf, "--split", "train") == 2
+    _one_line_error(capsys, "no rows in split 'train'", "no split column")
+    # The shipped recipe's config as users run it (base.yaml: data.split null -> every row).
+    assert _stats_cli(split_manifest, out, "--config", ROOT / "configs/avid/kinetics.yaml") == 0
+    assert "257 bins from 3 of 3 videos with audio (all rows)" in capsys.readouterr().out
+    # Only rows without audio: one line.
+    silent = tmp_path / "c" / "manifest.jsonl"
+    write_manifest(silent, [r for r in read_manifest(plain) if not r["has_audio"]])
+    assert _stats_cli(silent, out) == 2
+    _one_line_error(capsys, "none of the 1 rows has audio")
 
 
 def test_matches_librosa() -> None:

@@ -16,6 +16,7 @@ import argparse
 import logging
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -176,33 +177,51 @@ class AudioTransform:
 # ----------------------------------------------------------------------------------------------
 # Dataset statistics
 # ----------------------------------------------------------------------------------------------
-def compute_audio_stats(manifest: str | Path, cfg: DataConfig, max_videos: int = 500,
-                        seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Per-bin mean and std (F,) of the dB features over up to ``max_videos`` videos.
+def audio_rows(rows: list[dict[str, Any]], split: str | None, manifest: str | Path
+               ) -> list[dict[str, Any]]:
+    """The rows of ``split`` (None: every row) that have audio; ValueError (one line) when
+    there are none, naming the splits the manifest does have."""
+    picked = rows if split is None else [r for r in rows if r.get("split") == split]
+    if not picked:
+        present = sorted({str(r["split"]) for r in rows if "split" in r})
+        has = f"its splits: {', '.join(present)}" if present else "it has no split column"
+        raise ValueError(f"{manifest}: no rows in split {split!r} ({has}; --split all for "
+                         "every row)")
+    with_audio = [r for r in picked if r.get("has_audio") and r.get("audio_path")]
+    if not with_audio:
+        where = "" if split is None else f" of split {split!r}"
+        raise ValueError(f"{manifest}: none of the {len(picked)} rows{where} has audio")
+    return with_audio
 
-    Videos with audio of ``cfg.split`` are subsampled deterministically with ``seed``; one
-    random ``cfg.audio.duration`` window per video, without jitter or normalization.
+
+def stats_of_rows(manifest: str | Path, rows: list[dict[str, Any]], cfg: AudioConfig,
+                  max_videos: int = 500, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-bin mean and std (F,) of the dB features of up to ``max_videos`` of ``rows``.
+
+    Rows are subsampled deterministically with ``seed``; one random ``cfg.duration`` window per
+    video, without jitter or normalization. An unreadable audio file raises ValueError.
     """
     from avssl.data.decode import read_audio
-    from avssl.data.manifest import read_manifest, resolve
+    from avssl.data.manifest import resolve
 
-    rows = [r for r in read_manifest(manifest)
-            if r.get("has_audio") and r.get("audio_path")
-            and (cfg.split is None or r.get("split") == cfg.split)]
-    if not rows:
-        raise ValueError(f"{manifest}: no rows with audio in split {cfg.split!r}")
     rng = np.random.default_rng(seed)
     if len(rows) > max_videos:
         rows = [rows[i] for i in sorted(rng.choice(len(rows), max_videos, replace=False))]
-    tf = AudioTransform(cfg.audio, train=False, normalize=False)
+    tf = AudioTransform(cfg, train=False, normalize=False)
     total = np.zeros(tf.num_features, np.float64)
     total_sq = np.zeros(tf.num_features, np.float64)
     count = 0
-    A = cfg.audio.duration
+    A = cfg.duration
     for row in rows:
         dur = float(row["duration"])
         start = float(rng.uniform(0.0, dur - A)) if dur > A else 0.0
-        wave = read_audio(resolve(manifest, row["audio_path"]), start, A, cfg.audio.sample_rate)
+        path = resolve(manifest, row["audio_path"])
+        try:
+            wave = read_audio(path, start, A, cfg.sample_rate)
+        except (OSError, RuntimeError) as e:  # soundfile's errors are RuntimeErrors
+            reason = " ".join(str(e).split())  # one line
+            raise ValueError(f"{path}: cannot read audio of row {row['id']!r} ({reason})") \
+                from None
         x = tf.features(wave)[0].double().numpy()  # (T, F)
         total += x.sum(0)
         total_sq += np.square(x).sum(0)
@@ -213,48 +232,101 @@ def compute_audio_stats(manifest: str | Path, cfg: DataConfig, max_videos: int =
     return mean.astype(np.float32), std.astype(np.float32)
 
 
+def compute_audio_stats(manifest: str | Path, cfg: DataConfig, max_videos: int = 500,
+                        seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-bin mean and std (F,) of the dB features over up to ``max_videos`` videos.
+
+    Videos with audio of ``cfg.split`` (None: every row) are subsampled deterministically with
+    ``seed``; one random ``cfg.audio.duration`` window per video, without jitter or
+    normalization.
+    """
+    from avssl.data.manifest import read_manifest
+
+    rows = audio_rows(read_manifest(manifest), cfg.split, manifest)
+    return stats_of_rows(manifest, rows, cfg.audio, max_videos, seed)
+
+
+ALL = "all"  # --split value: every row
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``avssl audio-stats MANIFEST OUT.npz [--config CONFIG] [--set K=V ...]``."""
-    parser.add_argument("manifest", help="manifest.jsonl written by avssl preprocess")
-    parser.add_argument("out", help="output .npz with per-bin mean and std")
-    parser.add_argument("--config", help="run config (its data.audio and data.split are used)")
-    parser.add_argument("--split", default=argparse.SUPPRESS,
-                        help="rows of this split ('all' for every row; default: data.split)")
-    parser.add_argument("--max-videos", type=int, default=500)
-    parser.add_argument("--seed", type=int, default=0)
+    """Arguments of ``avssl audio-stats MANIFEST OUT.npz [--config CONFIG] [--split NAME]``."""
+    parser.description = (
+        "Per-frequency-bin mean and std of the dB spectrogram features of a prepared dataset, "
+        "for z-scoring the audio input. They take effect only where a config's data.audio.stats "
+        "names the file (e.g. `avssl train CONFIG data.audio.stats=OUT.npz`); nothing picks the "
+        "file up by itself. Compute them with the data.audio settings of the config that will "
+        "use them (--config).")
+    parser.add_argument("manifest", metavar="MANIFEST",
+                        help="manifest.jsonl written by avssl preprocess")
+    parser.add_argument("out", metavar="OUT.npz",
+                        help="output .npz with per-bin 'mean' and 'std' (and the audio settings)")
+    parser.add_argument("--config",
+                        help="run config whose data.audio settings (and data.split) are used "
+                             "(default: none, the built-in data.audio defaults)")
+    parser.add_argument("--split", metavar="NAME",
+                        help=f"rows of this split, or '{ALL}' for every row (default: the "
+                             "config's data.split, or every row when no --config is given or "
+                             "the manifest has no split column)")
+    parser.add_argument("--max-videos", type=int, default=500, metavar="N",
+                        help="videos sampled, one window each (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the video and window sampling (default: %(default)s)")
     parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[],
-                        metavar="KEY=VALUE", help="config overrides, e.g. data.audio.n_mels=64")
+                        metavar="KEY=VALUE",
+                        help="config overrides, e.g. data.audio.n_mels=64 (default: none)")
+
+
+def _data_config(args: argparse.Namespace) -> tuple[DataConfig, bool]:
+    """The data config of ``--config`` / ``--set``, and whether it names a split."""
+    from avssl.config import Config, from_dict, load_config, parse_override
+
+    if args.config:
+        return load_config(args.config, args.overrides, require_paths=False).data, True
+    data: dict[str, Any] = {}
+    for item in args.overrides:
+        keys, value = parse_override(item)
+        d = data
+        for k in keys[:-1]:
+            d = d.setdefault(k, {})
+            if not isinstance(d, dict):
+                raise ValueError(f"--set {item}: {'.'.join(keys[:-1])} is not a section")
+        d[keys[-1]] = value
+    cfg = from_dict(data, Config, "<command line>", require_paths=False).data
+    named = isinstance(data.get("data"), dict) and "split" in data["data"]
+    return cfg, named
 
 
 def run(args: argparse.Namespace) -> int:
-    """Compute and save the statistics; returns the exit code."""
-    from avssl.config import Config, ConfigError, from_dict, load_config, parse_override
+    """Compute and save the statistics; every error raises UsageError (one line, exit 2)."""
+    from avssl.cli import UsageError
+    from avssl.data.manifest import read_manifest
 
     try:
-        if args.config:
-            cfg = load_config(args.config, args.overrides, require_paths=False).data
-        else:
-            data: dict[str, object] = {}
-            for item in args.overrides:
-                keys, value = parse_override(item)
-                d = data
-                for k in keys[:-1]:
-                    d = d.setdefault(k, {})  # type: ignore[assignment]
-                d[keys[-1]] = value
-            cfg = from_dict(data, Config, "<command line>", require_paths=False).data
-    except ConfigError as e:
-        print(f"avssl audio-stats: {e}")
-        return 2
-    if hasattr(args, "split"):
-        cfg.split = None if args.split == "all" else args.split
-    try:
-        mean, std = compute_audio_stats(args.manifest, cfg, args.max_videos, args.seed)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"avssl audio-stats: {e}")
-        return 1
-    a = cfg.audio
-    save_stats(args.out, mean, std, feature=a.feature, n_fft=a.n_fft, hop_length=a.hop_length,
-               n_mels=a.n_mels, sample_rate=a.sample_rate, split=str(cfg.split))
-    print(f"wrote {args.out}: {len(mean)} bins, mean {mean.mean():.2f} dB, "
-          f"std {std.mean():.2f} dB (averaged over bins)")
+        if args.max_videos < 1:
+            raise ValueError(f"--max-videos must be >= 1, got {args.max_videos}")
+        cfg, named = _data_config(args)
+        rows = read_manifest(args.manifest)
+        if args.split is not None:  # explicit: must exist
+            split = None if args.split == ALL else args.split
+        elif named and any("split" in r for r in rows):
+            split = cfg.split  # the config's data.split
+        else:  # no config, or a manifest without splits (e.g. made with --label-from-dir)
+            split = None
+        picked = audio_rows(rows, split, args.manifest)
+        mean, std = stats_of_rows(args.manifest, picked, cfg.audio, args.max_videos, args.seed)
+        a = cfg.audio
+        save_stats(args.out, mean, std, feature=a.feature, n_fft=a.n_fft,
+                   hop_length=a.hop_length, n_mels=a.n_mels, sample_rate=a.sample_rate,
+                   split=ALL if split is None else split)
+    except OSError as e:  # FileNotFoundError of the config, an unwritable OUT
+        raise UsageError(" ".join(str(e).split())) from None
+    except ValueError as e:  # ConfigError, ManifestError, bad rows or audio
+        raise UsageError(str(e)) from None
+    rows_of = f"split {split!r}" if split is not None else "all rows"
+    print(f"wrote {args.out}: {len(mean)} bins from {min(len(picked), args.max_videos)} of "
+          f"{len(picked)} videos with audio ({rows_of}); mean {mean.mean():.2f} dB, std "
+          f"{std.mean():.2f} dB (averaged over bins)")
+    print(f"z-scoring uses it only where a config sets data.audio.stats={args.out} "
+          "(avssl train / eval: the config given; avssl localize: the checkpoint's)")
     return 0
