@@ -49,7 +49,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass
 class VideoConfig:
-    """Clip geometry and augmentation (REFERENCE.md section 1, Data)."""
+    """Clip geometry and augmentation (docs/reference.md section 1.1)."""
 
     num_frames: int = opt(8, lo=1)
     fps: float = opt(16.0, lo=0.1)
@@ -65,7 +65,7 @@ class VideoConfig:
 
 @dataclass
 class AudioConfig:
-    """Audio window and spectrogram (REFERENCE.md section 1, Data)."""
+    """Audio window and spectrogram (docs/reference.md section 1.1)."""
 
     sample_rate: int = opt(24000, lo=1000)
     duration: float = opt(2.0, lo=0.1, doc="seconds of audio per clip")

@@ -1,20 +1,44 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures, and a summary line for the real-media tests that could not run."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-SHARED_MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
+#: environment variable naming the folder of real clips used by the tests marked ``media``
+MEDIA_ENV = "AVSSL_TEST_MEDIA"
+#: where that folder is looked for when the variable is unset: ../shared/media from the repo root
+DEFAULT_MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
+#: every skip issued by :func:`shared_media` starts with this, so the summary can count them
+MEDIA_SKIP = "real-media folder not found"
+
+
+def media_dir() -> Path:
+    """The real-media folder: ``$AVSSL_TEST_MEDIA`` if set (relative to the working directory),
+    else ../shared/media next to the repository."""
+    env = os.environ.get(MEDIA_ENV, "").strip()
+    return Path(env).expanduser().resolve() if env else DEFAULT_MEDIA
 
 
 @pytest.fixture(scope="session")
 def shared_media() -> Path:
-    """The real clips in ../shared/media (skips cleanly when the folder is absent)."""
-    if not SHARED_MEDIA.is_dir():
-        pytest.skip(f"real clips not found at {SHARED_MEDIA}")
-    return SHARED_MEDIA
+    """The folder of real clips; the test is skipped (and counted in the summary) when absent."""
+    folder = media_dir()
+    if not folder.is_dir():
+        pytest.skip(f"{MEDIA_SKIP}: {folder} (set {MEDIA_ENV})")
+    return folder
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say plainly how many real-media tests were skipped for want of the folder, and why."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", [])
+               if isinstance(r.longrepr, tuple) and MEDIA_SKIP in str(r.longrepr[-1])]
+    if skipped:
+        terminalreporter.write_line(
+            f"{len(skipped)} real-media test(s) skipped: folder {media_dir()} not found "
+            f"(set {MEDIA_ENV} to the folder of real clips to run them)", yellow=True, bold=True)
 
 
 @pytest.fixture(scope="session")

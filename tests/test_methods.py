@@ -4,7 +4,7 @@ Every loss is recomputed independently from the method's own embeddings, the ban
 BEFORE the update, and the negatives the method drew (recorded by wrapping the samplers):
 ``s = exp(cos / T) / Z``, ``Pn = 1 / N``, ``h = s / (s + K * Pn)``,
 ``loss = mean_b[-mean_P log h(pos) - sum_K log(1 - h(neg))]``, ``Z = N * mean exp(cos / T)`` over
-the first batch's negatives (REFERENCE.md section 1, Objective).
+the first batch's negatives (docs/reference.md section 1.3).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from avssl.losses import NCEConstant, estimate_log_z, info_nce_loss, nce_loss
 
 
 def loop_nce(pos: torch.Tensor, neg: torch.Tensor, z: float, n: int) -> torch.Tensor:
-    """NPID NCE as written in REFERENCE.md, with raw exps and explicit loops:
+    """NPID NCE as written in docs/reference.md section 1.3, with raw exps and explicit loops:
     h = exp(l) / (exp(l) + K * Z / N)."""
     b, p = pos.shape
     k = neg.shape[1]
@@ -70,7 +70,7 @@ def test_nce_matches_loops_values_and_grads(p: int) -> None:
     torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(gp, rp, rtol=1e-7, atol=1e-9)
     torch.testing.assert_close(gn, rn, rtol=1e-7, atol=1e-9)
-    # The REFERENCE raw-exp form and the NPID s/Z form are the same loss.
+    # The docs/reference.md section 1.3 raw-exp form and the NPID s/Z form are the same loss.
     torch.testing.assert_close(loop_nce_npid_form(pos, neg, z, n), ref, rtol=1e-10, atol=1e-10)
 
 

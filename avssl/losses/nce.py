@@ -8,7 +8,7 @@ bank of N rows. With K negatives, the posterior that a pair came from the data i
 
     loss = mean_batch[ -mean_P log h(pos) - sum_K log(1 - h(neg)) ].
 
-REFERENCE.md writes the same thing with raw exponentials: ``s / (s + K/N)`` with
+docs/reference.md section 1.3 writes the same thing with raw exponentials: ``s / (s + K/N)`` with
 ``s = exp(logit) / Z`` equals ``exp(logit) / (exp(logit) + K * Z / N)``, i.e. its noise constant
 is ``Z / N`` = the mean of ``exp(logit)`` over the negatives. We compute it in log space:
 with ``x = logit - log Z`` and ``c = log(K / N)``, ``-log h = softplus(c - x)`` and

@@ -1,7 +1,7 @@
 """The 10-layer 2D audio CNN of AVID + CMA, on a (1, T, F) spectrogram.
 
 Morgado et al. 2021, "Audio-Visual Instance Discrimination with Cross-Modal Agreement"
-(REFERENCE.md section 1, Models). A plain (non-residual) VGG-like stack: conv1 (7x7, stride 2)
+(docs/reference.md section 1.2). A plain (non-residual) VGG-like stack: conv1 (7x7, stride 2)
 then four blocks of two 3x3 convs, each conv followed by BN and ReLU, global max pool.
 Module names equal the published checkpoint's (``module.audio_model.*`` after stripping).
 

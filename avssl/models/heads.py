@@ -63,7 +63,7 @@ class LinearClassifier(nn.Module):
     Args:
         in_dim: feature channels.
         num_classes: number of classes.
-        bn: standardize features with BatchNorm1d (REFERENCE.md section 4, linear probe).
+        bn: standardize features with BatchNorm1d (docs/reference.md section 4.2).
         dropout: dropout probability before the Linear (0.5 for fine-tuning).
         pool: "max" (AVID's probe protocol) or "avg" for map inputs.
     """

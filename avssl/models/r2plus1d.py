@@ -2,7 +2,7 @@
 
 Tran et al. 2018, "A Closer Look at Spatiotemporal Convolutions for Action Recognition";
 the variant is that of Morgado et al. 2021, "Audio-Visual Instance Discrimination with
-Cross-Modal Agreement" (REFERENCE.md section 1, Models).
+Cross-Modal Agreement" (docs/reference.md section 1.2).
 
 It differs from torchvision's ``r2plus1d_18``: each 3x3x3 conv is factorized into a (1,3,3)
 spatial and a (3,1,1) temporal conv with *no* mid-channel expansion, the shortcut projection
