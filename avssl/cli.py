@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                            "write manifest.jsonl"),
     "make-synthetic": ("avssl.data.synthetic", "generate the synthetic audio-visual dataset"),
     "audio-stats": ("avssl.data.audio", "per-frequency-bin spectrogram statistics of a dataset"),
+    "splits": ("avssl.data.splits", "UCF-101 / HMDB-51 official splits as manifest columns"),
     "audio-manifest": ("avssl.eval.audio_datasets", "manifest of an audio benchmark (ESC-50, "
                                                     "DCASE) from its official layout"),
     "train": ("avssl.engine.cli", "train a method from a YAML config (torchrun for DDP)"),

@@ -233,3 +233,74 @@ def test_synthetic_eval_config_loads() -> None:
     assert cfg.data.manifest == "outputs/demo/probe_prepared/manifest.jsonl"
     assert (cfg.data.split, cfg.data.eval_split) == ("train", "test")
     assert cfg.data.clips_per_video > 1 and cfg.model.video.width == 16
+
+
+# ----------------------------------------------------------------------------------------------
+# Protocol settings: the config's eval section, eval.* overrides, flags (which win)
+# ----------------------------------------------------------------------------------------------
+def _count_steps(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Count optimizer steps of Adam and SGD (patched before the probe builds its optimizer)."""
+    calls = {"Adam": 0, "SGD": 0}
+    for cls in (torch.optim.Adam, torch.optim.SGD):
+        original = cls.step
+
+        def step(self: torch.optim.Optimizer, *a: object, _orig: object = original,
+                 _name: str = cls.__name__, **k: object) -> object:
+            calls[_name] += 1
+            return _orig(self, *a, **k)  # type: ignore[operator]
+
+        monkeypatch.setattr(cls, "step", step)
+    return calls
+
+
+def test_linear_settings_from_eval_section_overrides_and_flags(
+        prepared: Path, checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import avssl.cli
+
+    config = tmp_path / "probe.yaml"
+    config.write_text(yaml.safe_dump({"seed": 0, "data": {**DATA, "manifest": str(prepared)},
+                                      "eval": {"steps": 5, "layers": ["conv5x"]}}))
+    out = tmp_path / "lin.json"
+    base = ["eval", "linear", str(config), "--checkpoint", str(checkpoint), "--no-progress",
+            "--out", str(out), "data.batch_size=6"]
+    runs = [  # (extra arguments, optimizer, steps)
+        ([], "Adam", 5),  # the config's eval section
+        (["eval.steps=7", "eval.optimizer=sgd", "eval.lr=0.05"], "SGD", 7),  # overrides
+        (["--steps", "3", "eval.steps=7"], "Adam", 3),  # the flag wins
+    ]
+    for extra, opt_name, steps in runs:
+        calls = _count_steps(monkeypatch)
+        assert avssl.cli.main(base + extra) == 0, capsys.readouterr().err
+        assert calls[opt_name] == steps and sum(calls.values()) == steps, (extra, calls)
+        res = json.loads(out.read_text())
+        assert res["probe"]["steps"] == steps and res["probe"]["optimizer"] == opt_name.lower()
+        assert res["layers"] == ["conv5x"] and set(res["top1"]["checkpoint"]) == {"conv5x"}
+        monkeypatch.undo()
+    assert res["probe"]["lr"] == 1e-2  # the flag run: lr back to the default
+    assert json.loads(out.read_text())["probe"]["probe_batch_size"] is None
+    capsys.readouterr()
+
+
+def test_knn_settings_from_eval_overrides(prepared: Path, checkpoint: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import avssl.cli
+    import avssl.eval.knn as knn
+
+    used: list[tuple[int, float]] = []
+    original = knn.knn_top1
+
+    def spy(*a: object, k: int, temperature: float) -> float:
+        used.append((k, temperature))
+        return original(*a, k=k, temperature=temperature)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(knn, "knn_top1", spy)
+    config = _eval_config(tmp_path, prepared)
+    out = tmp_path / "knn.json"
+    assert avssl.cli.main(["eval", "knn", str(config), "--checkpoint", str(checkpoint),
+                           "--no-progress", "--out", str(out), "eval.k=2",
+                           "eval.temperature=0.5", "eval.layers=[conv4x, conv5x]",
+                           "data.batch_size=6"]) == 0
+    assert used == [(2, 0.5), (2, 0.5)]  # one per layer
+    res = json.loads(out.read_text())
+    assert res["knn"] == {"k": 2, "temperature": 0.5} and res["layers"] == ["conv4x", "conv5x"]

@@ -364,3 +364,23 @@ def test_esc50_layout_and_errors(setup: dict[str, Path], tmp_path: Path,
     assert "esc50.csv:5:" in err and Path(clips[3][0]).name in err
     assert main(["audio-manifest", "dcase", str(root), "--out", str(manifest)]) == 2
     assert "evaluation_setup" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("config,protocols", [
+    ("ucf101.yaml", ("finetune", "retrieval")), ("hmdb51.yaml", ("finetune", "retrieval")),
+    ("esc50.yaml", ("audio",)), ("dcase.yaml", ("audio",)),
+    ("synthetic_linear.yaml", ("linear", "knn"))])
+def test_eval_configs_settings_validate(config: str, protocols: tuple[str, ...]) -> None:
+    """Every shipped eval config's `eval` section is valid for the protocols it documents."""
+    from avssl.eval.knn import KnnSettings
+    from avssl.eval.linear import LinearSettings
+
+    classes = {"finetune": FinetuneSettings, "retrieval": vcop.RetrievalSettings,
+               "audio": audio_eval.AudioEvalSettings, "linear": LinearSettings,
+               "knn": KnnSettings}
+    for protocol in protocols:
+        _, settings = load_eval_config(ROOT / "configs" / "eval" / config, [], classes[protocol],
+                                       require_paths=False)
+        assert isinstance(settings, classes[protocol])
+    if config == "dcase.yaml":
+        assert (settings.train_split, settings.test_split) == ("train", "test")

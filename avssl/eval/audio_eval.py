@@ -1,4 +1,4 @@
-"""Audio classification with frozen features (ESC-50 / DCASE), REFERENCE.md section 4.
+"""Audio classification with frozen features (ESC-50 / DCASE), docs/reference.md section 4.4.
 
 Protocol (AVID/CMA, Morgado et al. CVPR 2021): ``data.audio.duration`` (2 s) crops, 10 evenly
 spaced per clip; frozen audio encoder in eval mode; each conv stage's map globally max-pooled;

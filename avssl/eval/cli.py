@@ -5,11 +5,17 @@ the labelled manifest, the train split (``data.split``), the test split (``data.
 the clip geometry and ``data.clips_per_video`` (uniformly spaced clips averaged per video). The
 model comes from the checkpoint's own config; only ``encoders.video.*`` weights are used.
 Results go to ``<checkpoint dir>/eval_<protocol>_<config stem>.json`` and are printed as a table.
+
+The protocol's settings (:class:`~avssl.eval.linear.LinearSettings`,
+:class:`~avssl.eval.knn.KnnSettings`) come from the config's ``eval`` section, then ``eval.*``
+overrides, then the flags of the same name (``--steps``, ``-k``, ...), which win; an unknown key
+is a one-line config error, like for ``finetune``, ``retrieval`` and ``audio``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -20,49 +26,112 @@ from avssl.eval.features import LAYERS, FrozenFeatures, extract_features
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="eval YAML config (data section: labelled manifest, splits)")
-    p.add_argument("overrides", nargs="*", help="key.sub=value overrides of the eval config")
-    p.add_argument("--checkpoint", required=True, help="avssl checkpoint (.pt)")
-    p.add_argument("--layers", default=",".join(LAYERS),
-                   help="comma-separated encoder stages (default: %(default)s)")
+    p.add_argument("config", help="eval YAML config (data section: labelled manifest, splits; "
+                                  "optional eval section: the protocol's settings)")
+    p.add_argument("overrides", nargs="*",
+                   help="key.sub=value overrides of the eval config, eval.* for the protocol's "
+                        "settings (default: none)")
+    p.add_argument("--checkpoint", required=True, metavar="CKPT",
+                   help="avssl checkpoint (.pt) (required)")
+    p.add_argument("--layers", default=None,
+                   help="comma-separated encoder stages; overrides eval.layers "
+                        f"(default: {','.join(LAYERS)})")
     p.add_argument("--random-baseline", action="store_true",
-                   help="also evaluate a randomly initialized encoder of the same architecture")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+                   help="also evaluate a randomly initialized encoder of the same architecture "
+                        "(default: off)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, "
+                                                  "else cpu)")
     p.add_argument("--cache-dir", default=None,
                    help="feature cache folder (default: <checkpoint dir>/feature_cache)")
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
-    p.add_argument("--out", default=None, help="results JSON (default: beside the checkpoint)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-cache", action="store_true",
+                   help="do not read or write the cache (default: cache on)")
+    p.add_argument("--out", default=None, metavar="JSON",
+                   help="results JSON (default: <checkpoint dir>/eval_<protocol>_<config stem>"
+                        ".json)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (default: bars on a terminal)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from avssl.eval.knn import KnnSettings
+    from avssl.eval.linear import LinearSettings
+
     sub = parser.add_subparsers(dest="protocol", metavar="PROTOCOL", required=True)
+    # protocol flags default to None: given, they win over the config's eval.* value
+    d = LinearSettings()
     lin = sub.add_parser("linear", help="linear probe per layer (BN + linear, frozen features)",
-                         description="Linear probe per layer on frozen max-pooled features.")
+                         description="Linear probe per layer on frozen max-pooled features. "
+                                     "Settings: eval.steps, eval.lr, eval.weight_decay, "
+                                     "eval.optimizer, eval.probe_batch_size, eval.layers (or "
+                                     "the flags below, which win).")
     _common(lin)
-    lin.add_argument("--steps", type=int, default=300, help="optimizer steps (%(default)s)")
-    lin.add_argument("--lr", type=float, default=1e-2, help="learning rate (%(default)s)")
-    lin.add_argument("--weight-decay", type=float, default=1e-4)
-    lin.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    lin.add_argument("--steps", type=int, default=None,
+                     help=f"optimizer steps; overrides eval.steps (default: {d.steps})")
+    lin.add_argument("--lr", type=float, default=None,
+                     help=f"learning rate; overrides eval.lr (default: {d.lr:g})")
+    lin.add_argument("--weight-decay", type=float, default=None,
+                     help=f"overrides eval.weight_decay (default: {d.weight_decay:g})")
+    lin.add_argument("--optimizer", choices=("adam", "sgd"), default=None,
+                     help=f"overrides eval.optimizer (default: {d.optimizer})")
     lin.add_argument("--probe-batch-size", type=int, default=None,
-                     help="mini-batch size of the probe (default: full batch)")
+                     help="mini-batch size of the probe; overrides eval.probe_batch_size "
+                          "(default: full batch)")
+    k = KnnSettings()
     knn = sub.add_parser("knn", help="weighted cosine kNN per layer (Wu et al. 2018)",
-                         description="Weighted cosine kNN classifier per layer.")
+                         description="Weighted cosine kNN classifier per layer. Settings: eval.k, "
+                                     "eval.temperature, eval.layers (or the flags below, which "
+                                     "win).")
     _common(knn)
-    knn.add_argument("-k", type=int, default=20, help="neighbours (%(default)s)")
-    knn.add_argument("--temperature", type=float, default=0.07, help="vote weight exp(sim/T)")
+    knn.add_argument("-k", type=int, default=None,
+                     help=f"neighbours; overrides eval.k (default: {k.k})")
+    knn.add_argument("--temperature", type=float, default=None,
+                     help=f"vote weight exp(sim/T); overrides eval.temperature "
+                          f"(default: {k.temperature:g})")
     knn.add_argument("--neighbors", type=int, default=0, metavar="Q",
-                     help="also write a PNG grid of Q query test videos and their neighbours")
+                     help="also write a PNG grid of Q query test videos and their neighbours "
+                          "(default: %(default)s, none)")
     # protocols with their own modules: fine-tuning, VCOP retrieval, ESC-50 style audio
     from avssl.eval import audio_eval, finetune, vcop
 
-    for name, module, text in (
-            ("finetune", finetune, "fine-tune the video encoder (UCF-101/HMDB-51 protocol)"),
-            ("retrieval", vcop, "video retrieval by class, VCOP protocol (R@1/5/10/20/50)"),
-            ("audio", audio_eval, "frozen audio features + linear classifier, k-fold (ESC-50)")):
-        p = sub.add_parser(name, help=text, description=text)
+    for name, module, text, settings in (
+            ("finetune", finetune, "fine-tune the video encoder (UCF-101/HMDB-51 protocol)",
+             finetune.FinetuneSettings),
+            ("retrieval", vcop, "video retrieval by class, VCOP protocol (R@1/5/10/20/50)",
+             vcop.RetrievalSettings),
+            ("audio", audio_eval, "frozen audio features + linear classifier, k-fold (ESC-50)",
+             audio_eval.AudioEvalSettings)):
+        keys = ", ".join(f"eval.{f.name}" for f in dataclasses.fields(settings))
+        p = sub.add_parser(name, help=text, description=f"{text}. Settings: {keys}.")
         module.add_arguments(p)
         p.set_defaults(_protocol_run=module.run)
+
+
+#: protocol -> {settings field: argparse dest of the flag that overrides it}
+FLAGS: dict[str, dict[str, str]] = {
+    "linear": {"steps": "steps", "lr": "lr", "weight_decay": "weight_decay",
+               "optimizer": "optimizer", "probe_batch_size": "probe_batch_size",
+               "layers": "layers"},
+    "knn": {"k": "k", "temperature": "temperature", "layers": "layers"},
+}
+
+
+def load_probe_config(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The eval Config and the protocol's settings (:class:`~avssl.eval.linear.LinearSettings`
+    or :class:`~avssl.eval.knn.KnnSettings`): the config's ``eval`` section, then ``eval.*``
+    overrides, then the flags given on the command line; validated together."""
+    from avssl.eval.finetune import load_eval_config
+    from avssl.eval.knn import KnnSettings
+    from avssl.eval.linear import LinearSettings
+
+    cls = LinearSettings if args.protocol == "linear" else KnnSettings
+    flags: dict[str, Any] = {}
+    for key, dest in FLAGS[args.protocol].items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            flags[key] = value
+    if isinstance(flags.get("layers"), str):
+        flags["layers"] = [x.strip() for x in flags["layers"].split(",") if x.strip()]
+    return load_eval_config(args.config, args.overrides, cls, settings=flags)
 
 
 def _usage_error(msg: str) -> Exception:
@@ -78,10 +147,7 @@ def load_video_encoder(checkpoint: str | Path) -> tuple[torch.nn.Module, Any]:
     from avssl.engine.checkpoint import CheckpointError, load_checkpoint, model_state
     from avssl.models import build_video_encoder
 
-    ckpt = load_checkpoint(checkpoint)
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict):
-        raise CheckpointError(f"{checkpoint}: checkpoint has no 'config' (not written by avssl "
-                              "train or avssl convert)")
+    ckpt = load_checkpoint(checkpoint)  # a dict with 'model' and 'config', or CheckpointError
     cfg = from_dict(ckpt["config"], src=f"{checkpoint} (config)", require_paths=False)
     cfg.model.video.pretrained = None  # the checkpoint holds the weights
     prefix = "encoders.video."
@@ -130,21 +196,22 @@ def _table(results: dict[str, dict[str, float]], layers: tuple[str, ...], metric
 def run(args: argparse.Namespace) -> int:
     if getattr(args, "_protocol_run", None) is not None:
         return args._protocol_run(args)
-    from avssl.config import load_config
     from avssl.eval.features import checkpoint_identity
     from avssl.models import build_video_encoder
     from avssl.utils.atomic import atomic_write_json
 
-    cfg = load_config(args.config, args.overrides)
+    cfg, settings = load_probe_config(args)
     if cfg.data.split is None or cfg.data.eval_split is None:
         raise _usage_error("data.split and data.eval_split must both name a split "
                            "(train and test)")
-    layers = tuple(x.strip() for x in args.layers.split(",") if x.strip())
+    layers = tuple(settings.layers)
+    if not layers:
+        raise _usage_error("eval.layers (--layers) is empty: name at least one stage")
     ckpt = Path(args.checkpoint)
     encoder, ckpt_cfg = load_video_encoder(ckpt)
     unknown = [x for x in layers if x not in encoder.feature_dims]
     if unknown:
-        raise _usage_error(f"--layers: unknown {unknown} (encoder has "
+        raise _usage_error(f"eval.layers (--layers): unknown {unknown} (encoder has "
                            f"{', '.join(encoder.feature_dims)})")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cache_dir = None if args.no_cache else Path(args.cache_dir or ckpt.parent / "feature_cache")
@@ -166,14 +233,15 @@ def run(args: argparse.Namespace) -> int:
             from avssl.eval.linear import linear_probe
 
             results[name] = linear_probe(
-                tr.feats, tr.labels, te.feats, te.labels, steps=args.steps, lr=args.lr,
-                weight_decay=args.weight_decay, optimizer=args.optimizer,
-                batch_size=args.probe_batch_size, seed=cfg.seed, device=device)
+                tr.feats, tr.labels, te.feats, te.labels, steps=settings.steps, lr=settings.lr,
+                weight_decay=settings.weight_decay, optimizer=settings.optimizer,
+                batch_size=settings.probe_batch_size, seed=cfg.seed, device=device)
         else:
             from avssl.eval.knn import knn_top1
 
             results[name] = {layer: knn_top1(tr.feats[layer], tr.labels, te.feats[layer],
-                                             te.labels, k=args.k, temperature=args.temperature)
+                                             te.labels, k=settings.k,
+                                             temperature=settings.temperature)
                              for layer in layers}
             if name == "checkpoint" and args.neighbors > 0:
                 from avssl.viz.neighbors import neighbor_grid
@@ -197,12 +265,9 @@ def run(args: argparse.Namespace) -> int:
         "layers": list(layers), **extra, "majority_top1": chance,
         "top1": results,
     }
-    if args.protocol == "linear":
-        summary["probe"] = {"steps": args.steps, "lr": args.lr, "optimizer": args.optimizer,
-                            "weight_decay": args.weight_decay,
-                            "batch_size": args.probe_batch_size}
-    else:
-        summary["knn"] = {"k": args.k, "temperature": args.temperature}
+    # the settings used (eval section, eval.* overrides, flags), layers listed above
+    used = {k: v for k, v in dataclasses.asdict(settings).items() if k != "layers"}
+    summary["probe" if args.protocol == "linear" else "knn"] = used
     out = Path(args.out) if args.out else ckpt.parent / (
         f"eval_{args.protocol}_{Path(args.config).stem}.json")
     atomic_write_json(out, _finite(summary))

@@ -1,6 +1,6 @@
 """Frozen video features for probes: per-layer global max-pooling, multi-clip averaging, caching.
 
-Protocol (REFERENCE.md section 4, linear probe): the encoder is frozen in eval mode (BatchNorm
+Protocol (docs/reference.md section 4.2): the encoder is frozen in eval mode (BatchNorm
 uses its running statistics), every stage map conv2x..conv5x is globally max-pooled over time and
 space, and the clips of one video are averaged. Extracted features are cached on disk, keyed by
 the checkpoint (path + mtime), the layers and the data settings, so a second probe is instant.
@@ -55,7 +55,7 @@ class FrozenFeatures:
 
 
 def max_pool_map(x: Tensor) -> Tensor:
-    """(B, C, *grid) -> (B, C): global max over every non-channel axis (REFERENCE.md sec. 4)."""
+    """(B, C, *grid) -> (B, C): global max over every non-channel axis (docs/reference.md 4.2)."""
     return x.flatten(2).amax(dim=2)
 
 

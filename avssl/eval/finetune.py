@@ -1,4 +1,4 @@
-"""Fine-tuning on action recognition (UCF-101 / HMDB-51), REFERENCE.md section 4.
+"""Fine-tuning on action recognition (UCF-101 / HMDB-51), docs/reference.md section 4.1.
 
 Protocol (AVID/CMA, Morgado et al. CVPR 2021): the pretrained video encoder plus a linear
 classifier with dropout 0.5, trained end to end with Adam (lr 1e-4) on random clips; step
@@ -33,8 +33,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from avssl.config import Config, _apply_override, _read_yaml, from_dict, parse_override
-from avssl.engine.checkpoint import load_checkpoint, model_state
+from avssl.config import (
+    Config,
+    ConfigError,
+    _apply_override,
+    _build,
+    _read_yaml,
+    from_dict,
+    parse_override,
+)
+from avssl.engine.checkpoint import CheckpointError, load_checkpoint, model_state
 from avssl.engine.optim import build_optimizer, build_scheduler
 from avssl.models.heads import LinearClassifier
 from avssl.utils.atomic import atomic_write_json
@@ -69,21 +77,32 @@ class FinetuneSettings:
 
 
 def load_eval_config(path: str | Path, overrides: list[str] | tuple[str, ...],
-                     settings_cls: type[S], require_paths: bool = True) -> tuple[Config, S]:
+                     settings_cls: type[S], require_paths: bool = True,
+                     settings: dict[str, Any] | None = None) -> tuple[Config, S]:
     """Load ``path`` as a :class:`Config` plus its ``eval`` section as ``settings_cls``.
 
-    The ``eval`` section (and ``eval.*`` overrides) is removed before the rest is validated as
-    a Config, so files without it still load with :func:`avssl.config.load_config`.
+    The ``eval`` section (with ``eval.*`` overrides, then ``settings``: values of command-line
+    flags, which win) is validated as ``settings_cls``: an unknown key or a bad value raises a
+    one-line :class:`ConfigError` naming ``eval.<key>``. The rest is validated as a Config.
     """
     data = _read_yaml(Path(path))
     for item in overrides:
         keys, value = parse_override(item)
         _apply_override(data, keys, value)
-    ev = data.pop("eval", None) or {}
-    src = str(path) + (" (with overrides)" if overrides else "")
+    ev = data.pop("eval", None)
+    src = str(path) + (" (with overrides)" if overrides or settings else "")
+    if ev is None:
+        ev = {}
+    if not isinstance(ev, dict):
+        raise ConfigError(f"{src}: eval: expected a mapping of {settings_cls.__name__} "
+                          f"settings, got {ev!r}")
+    ev = {**ev, **(settings or {})}
+    try:
+        out = _build(settings_cls, ev, "eval", src)
+    except TypeError as e:  # a nested entry without a required key (eval.splits: [{train: a}])
+        raise ConfigError(f"{src}: eval: {e}") from None
     cfg = from_dict(data, Config, src, require_paths)
-    settings = from_dict(ev, settings_cls, src + " eval", require_paths=False)
-    return cfg, settings
+    return cfg, out
 
 
 def encoder_config(cfg: Config, ckpt: dict[str, Any] | None) -> Config:
@@ -101,25 +120,40 @@ def load_encoder(cfg: Config, checkpoint: str | Path | None, modality: str) -> n
     ``encoders.<modality>.*`` weights of ``checkpoint`` (random init when None)."""
     from avssl.methods.base import AVEncoders
 
-    ckpt = load_checkpoint(checkpoint) if checkpoint else None
+    # 'config' optional: without it the eval config's model section describes the weights
+    ckpt = load_checkpoint(checkpoint, require=("model",)) if checkpoint else None
     enc = AVEncoders(encoder_config(cfg, ckpt))
     module = getattr(enc, modality)
     if ckpt is not None:
         prefix = f"encoders.{modality}."
         state = {k[len(prefix):]: v for k, v in model_state(ckpt).items() if k.startswith(prefix)}
         if not state:
-            raise RuntimeError(f"{checkpoint}: no '{prefix}*' weights in the checkpoint")
-        module.load_state_dict(state, strict=True)
+            raise CheckpointError(f"{checkpoint}: no '{prefix}*' weights in the checkpoint")
+        try:
+            module.load_state_dict(state, strict=True)
+        except RuntimeError as e:  # PyTorch lists every key: the first line says enough
+            first = str(e).strip().splitlines()[0]
+            raise CheckpointError(f"{checkpoint}: weights do not fit the config ({first})"
+                                  ) from None
     return module
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``avssl eval finetune|retrieval|audio``; the protocol's settings are the
+    config's ``eval`` section and ``eval.*`` overrides."""
     parser.add_argument("config", help="evaluation config (YAML; optional `eval` section)")
-    parser.add_argument("--checkpoint", help="pretraining checkpoint (default: random init)")
-    parser.add_argument("--out", help="results JSON (default: beside the checkpoint)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("overrides", nargs="*", default=[],
-                        help="key.sub=value overrides (eval.* for the protocol's settings)")
+                        help="key.sub=value overrides; eval.* for the protocol's settings "
+                             "(default: none)")
+    parser.add_argument("--checkpoint", metavar="CKPT",
+                        help="pretraining checkpoint (.pt) (optional; default: none, a randomly "
+                             "initialized encoder, the baseline; then give --out)")
+    parser.add_argument("--out", metavar="JSON",
+                        help="results JSON (default: <checkpoint stem>.<protocol>_"
+                             "<config stem>.json beside the checkpoint; required without "
+                             "--checkpoint)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bars (default: bars on a terminal)")
 
 
 def results_path(args: argparse.Namespace, protocol: str) -> Path:
@@ -157,7 +191,7 @@ def multi_clip_accuracy(probs: Tensor, video_index: Tensor, labels: Tensor
 
     probs: (N_clips, C) class probabilities (softmax) of every clip; video_index: (N_clips,)
     the video of each clip; labels: (N_clips,) the video's label. Video@1 takes the argmax of
-    the probabilities averaged over the clips of a video (REFERENCE.md section 4).
+    the probabilities averaged over the clips of a video (docs/reference.md section 4.1).
     """
     clip_acc = float((probs.argmax(1) == labels).float().mean())
     uniq, inv = torch.unique(video_index, return_inverse=True)

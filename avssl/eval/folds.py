@@ -1,7 +1,7 @@
 """Cross-validation folds: stratified k-fold from labels, or predefined fold ids (ESC-50).
 
 ESC-50 ships a ``fold`` column (1..5) and is evaluated by 5-fold cross-validation over those
-folds (REFERENCE.md section 4, Audio). Without fold ids, rows are split into ``k`` stratified
+folds (docs/reference.md section 4.4). Without fold ids, rows are split into ``k`` stratified
 folds: every class is spread as evenly as possible over the folds.
 """
 

@@ -8,12 +8,27 @@ tensors in memory, so a trainer can call :func:`knn_top1` for online monitoring.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from avssl.config import opt
+from avssl.eval.features import LAYERS
+
 DEFAULT_K = 20
 DEFAULT_TEMPERATURE = 0.07
+
+
+@dataclass
+class KnnSettings:
+    """The ``eval`` section of ``avssl eval knn`` (or ``eval.*`` overrides; a command-line flag
+    of the same name wins). Unknown keys and out-of-range values are config errors."""
+
+    k: int = opt(DEFAULT_K, lo=1, doc="neighbours that vote")
+    temperature: float = opt(DEFAULT_TEMPERATURE, lo=1e-6, doc="vote weight exp(cos / T)")
+    layers: list[str] = opt(factory=lambda: list(LAYERS), doc="encoder stages evaluated")
 
 
 def knn_scores(train: Tensor, train_labels: Tensor, test: Tensor, k: int = DEFAULT_K,

@@ -1,6 +1,6 @@
 """Linear probe on frozen features: per layer BatchNorm (no affine) + linear classifier.
 
-REFERENCE.md section 4: frozen encoder, features max-pooled from conv2x..conv5x, BN + linear per
+docs/reference.md sec. 4.2: frozen encoder, features max-pooled from conv2x..conv5x, BN + linear per
 layer, top-1 reported for each layer. All layers' classifiers train together in one loop over
 the cached feature tensors (full batch or mini-batches), so a probe takes seconds on CPU.
 """
@@ -9,14 +9,31 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from avssl.config import opt
+from avssl.eval.features import LAYERS
+
 #: below this many feature values, CPU training runs on one thread: the probe's ops are tiny and
 #: OpenMP threads spin-waiting on busy shared cores made it 100x slower (measured: 9 s vs 0.09 s)
 SINGLE_THREAD_BELOW = 4_000_000
+
+
+@dataclass
+class LinearSettings:
+    """The ``eval`` section of ``avssl eval linear`` (or ``eval.*`` overrides; a command-line
+    flag of the same name wins). Unknown keys and out-of-range values are config errors."""
+
+    steps: int = opt(300, lo=1, doc="optimizer steps (cosine schedule over them)")
+    lr: float = opt(1e-2, lo=0.0)
+    weight_decay: float = opt(1e-4, lo=0.0)
+    optimizer: str = opt("adam", choices=("adam", "sgd"), doc="sgd: momentum 0.9")
+    probe_batch_size: int | None = opt(None, lo=1, doc="null: full batch (deterministic)")
+    layers: list[str] = opt(factory=lambda: list(LAYERS), doc="encoder stages probed")
 
 
 @contextlib.contextmanager

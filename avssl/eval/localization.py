@@ -1,6 +1,6 @@
 """Sound-source localization metrics: binarization, cIoU, cIoU@0.5, AUC, baselines.
 
-Protocol (REFERENCE.md section 5): a localization map (higher = more likely the source) is
+Protocol (docs/reference.md section 5): a localization map (higher = more likely the source) is
 binarized, then compared to a ground-truth map ``gt`` in [0, 1] (Flickr-SoundNet: annotator
 consensus with 0.5 pixels; VGG-SS: union of boxes; see :mod:`avssl.eval.gt`) by the consensus IoU
 

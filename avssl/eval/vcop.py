@@ -1,4 +1,4 @@
-"""Same-modality video retrieval, VCOP protocol (Xu et al. CVPR 2019), REFERENCE.md section 4.
+"""Same-modality video retrieval, VCOP protocol (Xu et al. CVPR 2019), docs/reference.md sec. 4.3.
 
 Each video: 10 uniformly spaced clips through the frozen video encoder (globally pooled
 conv5x features), averaged over the clips and L2-normalized. Every test video queries the train

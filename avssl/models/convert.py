@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from avssl.config import Config, to_dict
-from avssl.engine.checkpoint import CheckpointError, save_checkpoint
+from avssl.engine.checkpoint import CheckpointError, load_torch_file, save_checkpoint
 
 PREFIXES = {
     "video_model.": "encoders.video.",
@@ -36,15 +36,23 @@ def _strip(key: str, prefix: str = "module.") -> str:
     return key[len(prefix):] if key.startswith(prefix) else key
 
 
-def convert_state(published: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
+def convert_state(published: Any) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Published checkpoint dict -> (our method state dict, info about what was found)."""
-    if "model" not in published:
-        raise CheckpointError("not a published AVID-CMA checkpoint: no 'model' entry "
-                              f"(top-level keys: {sorted(published)[:6]})")
+    if not isinstance(published, dict):
+        raise CheckpointError("not a published AVID-CMA checkpoint (holds a "
+                              f"{type(published).__name__}, not a dict with a 'model' entry)")
+    if not isinstance(published.get("model"), dict):
+        what = "no 'model' entry" if "model" not in published else "'model' is not a dict"
+        raise CheckpointError(f"not a published AVID-CMA checkpoint ({what}; top-level keys: "
+                              f"{[str(k) for k in list(published)[:6]]})")
+    if isinstance(published.get("config"), dict) and any(
+            str(k).startswith("encoders.") for k in published["model"]):
+        raise CheckpointError("already in avssl's layout (written by avssl train or convert): "
+                              "use it as it is")
     state: dict[str, Tensor] = {}
     skipped = []
     for key, value in published["model"].items():
-        k = _strip(key)
+        k = _strip(str(key))
         for src, dst in PREFIXES.items():
             if k.startswith(src):
                 state[dst + k[len(src):]] = value
@@ -54,7 +62,8 @@ def convert_state(published: dict[str, Any]) -> tuple[dict[str, Tensor], dict[st
     if not any(k.startswith("encoders.video.") for k in state):
         raise CheckpointError("published checkpoint has no video_model.* weights")
     info: dict[str, Any] = {"skipped": skipped, "num_rows": None, "cma": False}
-    crit = {_strip(k): v for k, v in (published.get("train_criterion") or {}).items()}
+    raw = published.get("train_criterion")
+    crit = {_strip(str(k)): v for k, v in raw.items()} if isinstance(raw, dict) else {}
     for src, dst in BANKS.items():
         if f"nce_average.{src}" in crit:
             bank = crit[f"nce_average.{src}"].float()
@@ -80,27 +89,30 @@ def published_config(info: dict[str, Any]) -> Config:
 def convert_avid_cma(src: str | Path, dst: str | Path, trust: bool = False) -> dict[str, Any]:
     """Read a published checkpoint, write ours (``{"model", "epoch", "config"}``) atomically."""
     src = Path(src)
-    if not src.is_file():
-        raise CheckpointError(f"{src}: checkpoint not found")
+    published = load_torch_file(src, trust=trust, trust_hint="; if you trust this file, run "
+                                "again with --trust to allow non-tensor objects in it")
     try:
-        published = torch.load(src, map_location="cpu", weights_only=not trust)
-    except Exception as e:
-        hint = "" if trust else (" If you trust this file, run again with --trust to allow "
-                                 "non-tensor objects in it.")
-        raise CheckpointError(f"{src}: cannot load ({type(e).__name__}).{hint}") from e
-    state, info = convert_state(published)
+        state, info = convert_state(published)
+    except CheckpointError as e:
+        raise CheckpointError(f"{src}: {e}") from None
     cfg = published_config(info)
-    save_checkpoint({"model": state, "epoch": info["epoch"], "config": to_dict(cfg),
-                     "converted_from": str(src)}, dst)
+    try:
+        save_checkpoint({"model": state, "epoch": info["epoch"], "config": to_dict(cfg),
+                         "converted_from": str(src)}, dst)
+    except OSError as e:  # a folder, no permission, disk full: one line, not a traceback
+        raise CheckpointError(f"{dst}: cannot write ({e.strerror or e})") from None
     return info
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("format", choices=["avid-cma"], help="layout of the source checkpoint")
+    parser.add_argument("format", choices=["avid-cma"],
+                        help="layout of the source checkpoint (only avid-cma)")
     parser.add_argument("src", help="published checkpoint (.pth.tar)")
-    parser.add_argument("dst", help="output checkpoint in avssl's layout (.pt)")
+    parser.add_argument("dst", help="output checkpoint in avssl's layout (.pt; its folder is "
+                                    "created)")
     parser.add_argument("--trust", action="store_true",
-                        help="allow pickled non-tensor objects (only for files you trust)")
+                        help="allow pickled non-tensor objects, which can run code (only for "
+                             "files you trust; default: off, tensors and plain containers only)")
 
 
 def run(args: argparse.Namespace) -> int:
