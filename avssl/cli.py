@@ -41,7 +41,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from avssl.data.manifest import ManifestError
     from avssl.engine.checkpoint import CheckpointError
 
-    return (UsageError, ConfigError, ManifestError, CheckpointError, FileNotFoundError)
+    # FileExistsError: a run directory that already holds a run (avssl train without --resume)
+    return (UsageError, ConfigError, ManifestError, CheckpointError, FileNotFoundError,
+            FileExistsError)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -86,4 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m avssl.cli` / `torchrun -m avssl.cli`: run the imported module's main, so that
+    # avssl.cli.UsageError raised by a command is the class caught here (not __main__'s copy)
+    from avssl import cli
+
+    sys.exit(cli.main())

@@ -168,7 +168,12 @@ class TrainConfig:
     channels_last: bool = False
     deterministic: bool = False
     checkpoint_every_steps: int = opt(0, lo=0, doc="0: only at epoch ends")
+    max_steps: int = opt(0, lo=0, doc="stop after this many optimizer steps in all (0: no "
+                                      "limit), checkpointed and resumable; the lr schedule "
+                                      "still spans train.epochs")
     log_every_steps: int = opt(10, lo=1)
+    print_every_seconds: float = opt(30.0, lo=0.0, doc="progress line interval when the "
+                                                        "output is not a terminal")
     eval_retrieval: bool = True
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -61,7 +62,8 @@ def test_avid_then_cma(prepared: Path, tmp_path: Path) -> None:
               "checkpoints/epoch_2.pt", "plots/loss.png"):
         assert (run / f).is_file(), f
     assert list((run / "tb").iterdir())
-    assert '"retrieval_v2a_R@1"' in r.stdout
+    assert f"run finished: {run}" in r.stdout
+    assert "video->audio R@1 (%)" in r.stdout and "audio->video R@5 (%)" in r.stdout
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
     assert ckpt["epoch"] == 2 and ckpt["global_step"] == 6  # 12 train videos / batch 4 = 3
     state = ckpt["model"]
@@ -206,3 +208,73 @@ def test_ddp_wrapper_is_freed_before_the_process_group(prepared: Path, tmp_path:
         rec = torch.load(tmp_path / f"rank{r}.pt", weights_only=True)
         assert rec["wrappers"] == 1
         assert rec["alive_at_destroy"] == [False]
+
+
+def test_max_steps_stops_checkpoints_and_resumes_to_the_same_weights(prepared: Path,
+                                                                    tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, prepared, train={"eval_retrieval": False,
+                                                    "checkpoint_every_steps": 0})
+    clean = avssl_train(config, tmp_path / "clean")
+    assert clean.returncode == 0, clean.stderr[-2000:]
+    # stop mid epoch 2 (3 steps per epoch), then continue without the limit
+    short = avssl_train(config, tmp_path / "short", "train.max_steps=4")
+    assert short.returncode == 0, short.stderr[-2000:]
+    assert "stopped at train.max_steps=4" in short.stdout
+    ckpt = load_checkpoint(tmp_path / "short" / "checkpoints" / "last.pt")
+    assert (ckpt["global_step"], ckpt["epoch"], ckpt["step_in_epoch"]) == (4, 1, 1)
+    rows = [json.loads(x) for x in (tmp_path / "short" / "metrics.jsonl").read_text().splitlines()]
+    assert max(r["step"] for r in rows if r["kind"] == "train") == 4
+    rest = avssl_train(config, tmp_path / "short", "--resume")
+    assert rest.returncode == 0, rest.stderr[-2000:]
+    a = load_checkpoint(tmp_path / "clean" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "short" / "checkpoints" / "last.pt")
+    assert a["global_step"] == b["global_step"] == 6
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+
+
+def test_run_dir_with_a_checkpoint_is_not_overwritten(prepared: Path, tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, prepared, train={"eval_retrieval": False, "max_steps": 1})
+    assert avssl_train(config, tmp_path / "run").returncode == 0
+    before = (tmp_path / "run" / "checkpoints" / "last.pt").read_bytes()
+    again = avssl_train(config, tmp_path / "run")
+    assert again.returncode == 2
+    lines = again.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--resume" in lines[0] and "already holds a run" in lines[0]
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_progress_lines_in_a_log_and_labelled_results(prepared: Path, tmp_path: Path) -> None:
+    """Output to a file (not a terminal): plain progress lines with step/total and ETA."""
+    config = tiny_config(tmp_path, prepared, train={"print_every_seconds": 0})
+    r = subprocess.run([sys.executable, "-m", "avssl.cli", "train", str(config), "--run-dir",
+                        str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    steps = [ln for ln in r.stdout.splitlines() if ln.startswith("step ")]
+    assert [ln.split()[1] for ln in steps] == [f"{i}/6" for i in range(1, 7)]
+    assert all("loss" in ln and "clips/s" in ln and "ETA" in ln for ln in steps)
+    assert steps[-1].endswith("ETA 0:00:00")
+    assert "video->audio R@1 (%)" in r.stdout
+
+
+def test_diverging_run_is_one_line_with_honest_advice(prepared: Path, tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, prepared, train={"eval_retrieval": False},
+                         optim={"lr": 1e30})
+    r = avssl_train(config, tmp_path / "run")
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "non-finite loss at step" in lines[0], r.stderr[-2000:]
+    assert "loss=nan" in lines[0] or "loss=inf" in lines[0]
+    assert "lower optim.lr" in lines[0] and "train.amp" not in lines[0]
+
+
+def test_gpu_precision_settings_are_plain_fp32_on_cpu(prepared: Path, tmp_path: Path) -> None:
+    """The published configs set bf16 + channels_last: on CPU they run (as fp32, said once)."""
+    base = tiny_config(tmp_path, prepared, train={"eval_retrieval": False, "max_steps": 2})
+    ref = avssl_train(base, tmp_path / "fp32")
+    gpu = avssl_train(base, tmp_path / "gpu", "train.amp=bf16", "train.channels_last=true")
+    assert ref.returncode == 0 and gpu.returncode == 0, gpu.stderr[-2000:]
+    assert "train.amp=bf16 and train.channels_last=true apply on CUDA only" in gpu.stdout
+    a = load_checkpoint(tmp_path / "fp32" / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "gpu" / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(v, b[k]) for k, v in a.items())

@@ -13,8 +13,9 @@ import math
 import os
 import random
 import signal
+import sys
 import time
-from contextlib import nullcontext
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +26,18 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from avssl.config import Config, save_config, to_dict
+from avssl.config import Config, ConfigError, save_config, to_dict
 from avssl.data.dataset import AVClipDataset, worker_init
 from avssl.data.sampler import ResumableSampler
 from avssl.engine import distributed as dist
 from avssl.engine.checkpoint import load_checkpoint, model_state, save_checkpoint
-from avssl.engine.logging import RunLogger, plot_losses
+from avssl.engine.device import autocast, channels_last_, move, resolve_precision
+from avssl.engine.logging import RunLogger, StepReporter, plot_losses
 from avssl.engine.optim import build_optimizer, build_scheduler
 from avssl.methods import build_method
+
+#: ``evaluate(method, cfg, device, progress) -> {name: value}``, run on the main rank at the end
+Evaluator = Callable[[nn.Module, Config, torch.device, bool], dict[str, float]]
 
 # Tests set this to SIGKILL the process right after the given global step (a real crash).
 KILL_AT_STEP_ENV = "AVSSL_TEST_KILL_AT_STEP"
@@ -48,16 +53,21 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
-def move(batch: dict[str, Any], device: torch.device, channels_last: bool) -> dict[str, Any]:
-    out = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
-           for k, v in batch.items()}
-    if channels_last and "video" in out:
-        out["video"] = out["video"].contiguous(memory_format=torch.channels_last_3d)
-    return out
-
-
 def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+class RunDirExistsError(FileExistsError):
+    """A run directory already holds a checkpoint and ``--resume`` was not given."""
+
+
+def check_run_dir(run_dir: Path, resume: bool) -> None:
+    """Refuse to start a new run over a run directory that already holds a checkpoint."""
+    last = run_dir / "checkpoints" / "last.pt"
+    if not resume and last.is_file():
+        raise RunDirExistsError(
+            f"{run_dir} already holds a run ({last}): add --resume to continue it, or give "
+            f"another --run-dir (or delete {run_dir}) to start over")
 
 
 def init_from_checkpoint(method: nn.Module, path: str) -> list[str]:
@@ -76,8 +86,12 @@ class Trainer:
     def __init__(self, cfg: Config, run_dir: str | Path, resume: bool = False,
                  progress: bool = True) -> None:
         self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
+        check_run_dir(self.run_dir, resume)
         self.info = dist.init_distributed()
         self.device = self.info.device
+        self.precision = resolve_precision(cfg.train.amp, cfg.train.channels_last, self.device)
+        if self.precision.notice and self.info.rank == 0:
+            print(self.precision.notice)
         seed_everything(cfg.seed + self.info.rank, cfg.train.deterministic)
         self.ckpt_dir = self.run_dir / "checkpoints"
         if self.info.rank == 0:
@@ -89,20 +103,21 @@ class Trainer:
         self.dataset = AVClipDataset(d.manifest, d, split=d.split, train=True, seed=cfg.seed)
         world = self.info.world_size
         if d.batch_size % world:
-            raise ValueError(f"data.batch_size={d.batch_size} is not divisible by the "
-                             f"{world} processes")
+            raise ConfigError(f"data.batch_size: {d.batch_size} is not divisible by the "
+                              f"{world} processes")
         self.local_batch = d.batch_size // world
         self.sampler = ResumableSampler(len(self.dataset), shuffle=True, seed=cfg.seed,
                                         rank=self.info.rank, world_size=world)
         self.steps_per_epoch = self.sampler.per_rank // self.local_batch
         if self.steps_per_epoch == 0:
-            raise ValueError(f"data.batch_size={d.batch_size} is larger than the "
-                             f"{len(self.dataset)} clips of split {d.split!r}")
+            raise ConfigError(f"data.batch_size: {d.batch_size} is larger than the "
+                              f"{len(self.dataset)} clips of split {d.split!r} in "
+                              f"{d.manifest}; lower data.batch_size")
 
         self.loader = self._build_loader()
         self.method = build_method(cfg, num_rows=self.dataset.num_videos).to(self.device)
-        if cfg.train.channels_last:
-            self.method = self.method.to(memory_format=torch.channels_last_3d)
+        if self.precision.channels_last:
+            channels_last_(self.method)  # 3-D format for video convs, 2-D for audio
         # --resume without a checkpoint yet (a first job, a demo) starts from init_from too
         resuming = resume and (self.ckpt_dir / "last.pt").is_file()
         if cfg.method.init_from and not resuming:
@@ -116,9 +131,10 @@ class Trainer:
         self.optimizer = build_optimizer(self.method.parameters(), cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.steps_per_epoch,
                                          cfg.train.epochs)
-        self.scaler = torch.amp.GradScaler(enabled=cfg.train.amp == "fp16"
-                                           and self.device.type == "cuda")
+        self.scaler = torch.amp.GradScaler(enabled=self.precision.amp == "fp16")
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        full = self.steps_per_epoch * cfg.train.epochs
+        self.total_steps = min(full, cfg.train.max_steps) if cfg.train.max_steps else full
         if resume:
             self._resume()
         # a run that starts at step 0 starts a new metrics.jsonl (the old one would mix runs)
@@ -206,15 +222,8 @@ class Trainer:
         self.sampler.set_epoch(self.epoch, skip=self.step_in_epoch * self.local_batch)
         return self.loader
 
-    def _autocast(self) -> Any:
-        amp = self.cfg.train.amp
-        if amp == "none":
-            return nullcontext()
-        dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
-
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
-        with self._autocast():
+        with autocast(self.device, self.precision.amp):
             out = self.model(batch)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(out["loss"]).backward()
@@ -226,27 +235,46 @@ class Trainer:
         self.scheduler.step()
         vals = {k: float(v.detach()) for k, v in out.items() if torch.is_tensor(v) and v.ndim == 0}
         if not math.isfinite(vals["loss"]):
-            raise FloatingPointError(f"loss is {vals['loss']} at step {self.global_step}; "
-                                     "lower optim.lr or set optim.grad_clip")
+            raise FloatingPointError(self._nonfinite_message(vals))
         return vals
 
-    def fit(self) -> dict[str, Any]:
+    def _nonfinite_message(self, vals: dict[str, float]) -> str:
+        """Which terms went non-finite, and the advice that fits the run's settings."""
+        bad = ", ".join(f"{k}={v}" for k, v in vals.items() if not math.isfinite(v))
+        where = f"step {self.global_step} (epoch {self.epoch + 1}): {bad}"
+        if self.precision.amp != "none":
+            advice = (f"rerun with train.amp=none to see whether {self.precision.amp} autocast "
+                      "causes it, else lower optim.lr or set optim.grad_clip")
+        else:
+            advice = "lower optim.lr or set optim.grad_clip"
+        last = self.ckpt_dir / "last.pt"
+        resume = f"; {last} holds the last good state (--resume)" if last.is_file() else ""
+        return f"non-finite loss at {where}; {advice}{resume}"
+
+    def _done(self) -> bool:
+        return self.epoch >= self.cfg.train.epochs or self.global_step >= self.total_steps
+
+    def fit(self, evaluate: Evaluator | None = None) -> dict[str, Any]:
+        """Train until ``train.epochs`` (or ``train.max_steps``) and return the end-of-run
+        results of ``evaluate`` (main rank; ``{}`` elsewhere or without an evaluator)."""
         cfg = self.cfg
         kill_at = int(os.environ.get(KILL_AT_STEP_ENV, "-1"))
-        results: dict[str, Any] = {}
-        while self.epoch < cfg.train.epochs:
+        main = dist.is_main() and self.progress
+        # a bar on a terminal; plain lines every few seconds in a log file (cluster jobs)
+        tty = main and sys.stderr.isatty()
+        reporter = StepReporter(self.total_steps, self.global_step,
+                                enabled=main and not tty, every_s=cfg.train.print_every_seconds)
+        while not self._done():
             self.method.train()
             mined = self.method.on_epoch_start(self.epoch)
             if mined:
                 self.logger.log(self.global_step, mined, kind="epoch")
             bar = tqdm(self._loader(), total=self.steps_per_epoch, initial=self.step_in_epoch,
                        desc=f"epoch {self.epoch + 1}/{cfg.train.epochs}", leave=False,
-                       # None: bars only on a terminal, never thousands of lines into a log
-                       disable=None if self.progress and dist.is_main() else True,
-                       dynamic_ncols=True)
+                       disable=not tty, dynamic_ncols=True)
             t_last, sums, n = time.perf_counter(), {}, 0
             for batch in bar:
-                vals = self.train_step(move(batch, self.device, cfg.train.channels_last))
+                vals = self.train_step(move(batch, self.device, self.precision.channels_last))
                 self.step_in_epoch += 1
                 self.global_step += 1
                 n += 1
@@ -255,44 +283,53 @@ class Trainer:
                 now = time.perf_counter()
                 clips_s = cfg.data.batch_size / max(now - t_last, 1e-9)
                 t_last = now
-                bar.set_postfix(loss=f"{vals['loss']:.3f}", clips_s=f"{clips_s:.1f}")
-                if self.global_step % cfg.train.log_every_steps == 0:
+                stop = self.global_step >= self.total_steps
+                bar.set_postfix(loss=f"{vals['loss']:.3f}", clips_s=f"{clips_s:.1f}",
+                                eta=reporter.eta(self.global_step))
+                reporter.step(self.global_step, self.epoch, vals["loss"], clips_s)
+                if self.global_step % cfg.train.log_every_steps == 0 or stop:
                     self.logger.log(self.global_step, {**vals, "clips_per_s": clips_s,
                                                        "lr": self.scheduler.get_last_lr()[0],
                                                        "epoch": self.epoch})
                 every = cfg.train.checkpoint_every_steps
-                if every and self.global_step % every == 0 and \
+                if ((every and self.global_step % every == 0) or stop) and \
                         self.step_in_epoch < self.steps_per_epoch:
                     self.save(epoch_end=False)
                 if self.global_step == kill_at:
                     os.kill(os.getpid(), signal.SIGKILL)
+                if stop:  # train.max_steps: checkpointed above, resumable
+                    break
             bar.close()
+            if self.step_in_epoch < self.steps_per_epoch:
+                if dist.is_main():
+                    print(f"stopped at train.max_steps={cfg.train.max_steps} (epoch "
+                          f"{self.epoch + 1}, step {self.step_in_epoch}/{self.steps_per_epoch})")
+                break
             means = {f"epoch_{k}": v / max(n, 1) for k, v in sums.items()}
             self.epoch += 1
             self.step_in_epoch = 0
             self.logger.log(self.global_step, {**means, "epoch": self.epoch}, kind="epoch")
             self.save(epoch_end=True)
-            if dist.is_main() and self.progress and n:
+            if main and n:
                 print(f"epoch {self.epoch}/{cfg.train.epochs}: loss {means['epoch_loss']:.4f}")
+        results: dict[str, Any] = {}
         if dist.is_main():
             plot_losses(self.run_dir)
-            if cfg.train.eval_retrieval and cfg.data.eval_split:
-                from avssl.eval.retrieval import evaluate_cross_modal
-
-                results = evaluate_cross_modal(self.method, cfg, self.device,
-                                               progress=self.progress)
+            if evaluate is not None and cfg.data.eval_split:
+                results = evaluate(self.method, cfg, self.device, self.progress)
                 self.logger.log(self.global_step, results, kind="eval")
         dist.barrier()
         self.logger.close()
         return results
 
 
-def train(cfg: Config, run_dir: str | Path, resume: bool = False,
-          progress: bool = True) -> dict[str, Any]:
-    """Train ``cfg`` into ``run_dir`` (resuming from its last checkpoint when asked)."""
+def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool = True,
+          evaluate: Evaluator | None = None) -> dict[str, Any]:
+    """Train ``cfg`` into ``run_dir`` (resuming from its last checkpoint when asked); returns
+    what ``evaluate`` measured at the end (see :meth:`Trainer.fit`)."""
     trainer = Trainer(cfg, run_dir, resume=resume, progress=progress)
     try:
-        return trainer.fit()
+        return trainer.fit(evaluate)
     finally:
         trainer.model = trainer.method  # free the DDP wrapper before the group (see cleanup)
         dist.cleanup()
