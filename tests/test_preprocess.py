@@ -429,3 +429,13 @@ def test_kill_9_takes_pool_workers_down(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_labels_and_split_from_folders() -> None:
+    from avssl.preprocess.runner import labels_from_dir
+
+    assert labels_from_dir("dog/a.mp4") == {"label": "dog"}
+    assert labels_from_dir("train/dog/a.mp4") == {"split": "train", "label": "dog"}
+    assert labels_from_dir("test/cat/sub/b.mp4") == {"split": "test", "label": "cat"}
+    assert labels_from_dir("train/a.mp4") == {"label": "train"}  # no class folder: no split
+    assert labels_from_dir("a.mp4") == {}

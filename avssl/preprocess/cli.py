@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="JSON lines {path, ...keys} copied into rows "
                              "(default: SRC/meta.jsonl if present)")
     parser.add_argument("--label-from-dir", action="store_true",
-                        help="label = first folder of the relative path, UCF-101 style "
+                        help="label = first folder of the relative path (SRC/<class>/...), "
+                             "and with SRC/{train,val,test}/<class>/... the split too "
                              "(default: off)")
     parser.add_argument("--merge", metavar="DST",
                         help="join the shard manifests in DST into manifest.jsonl, instead of "

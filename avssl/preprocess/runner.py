@@ -260,17 +260,27 @@ def remove_stale_temporaries(dst: Path, ids: set[str] | None,
     return removed
 
 
-def _label_from_dir(rel: str) -> str | None:
+#: top-level folder names that give a row its split (``SRC/train/<class>/clip.mp4``)
+SPLIT_DIRS = ("train", "val", "test")
+
+
+def labels_from_dir(rel: str) -> dict[str, str]:
+    """``label`` (and ``split``) from a source path relative to SRC: ``<class>/...`` gives the
+    label (UCF-101 style); ``{train,val,test}/<class>/...`` gives the split and the label
+    (ImageFolder style). A file at the top level gets neither."""
     parts = rel.split("/")
-    return parts[0] if len(parts) > 1 else None
+    if len(parts) > 2 and parts[0] in SPLIT_DIRS:
+        return {"split": parts[0], "label": parts[1]}
+    return {"label": parts[0]} if len(parts) > 1 else {}
 
 
 def _build_row(row: dict[str, Any], meta: dict[str, dict[str, Any]],
                label_from_dir: bool) -> dict[str, Any]:
-    """The manifest row: computed fields, then ``label`` from the folder, then meta keys."""
+    """The manifest row: computed fields, then ``label`` (and ``split``) from the folders, then
+    meta keys."""
     row = dict(row)
-    if label_from_dir and (label := _label_from_dir(row["source"])) is not None:
-        row["label"] = label
+    if label_from_dir:
+        row.update(labels_from_dir(row["source"]))
     row.update(meta.get(row["source"], {}))
     return row
 
