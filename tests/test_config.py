@@ -10,6 +10,8 @@ import pytest
 
 from avssl.config import Config, ConfigError, load_config, save_config
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 @pytest.fixture
 def manifest(tmp_path: Path) -> Path:
@@ -130,3 +132,63 @@ def test_shipped_configs_load() -> None:
     assert (cma.method.name, cma.data.batch_size, cma.optim.lr, cma.train.epochs) == (
         "cma", 160, 1e-4, 40)
     assert cma.method.resample_every == 10 and cma.method.num_positives == 32
+
+
+# ---------------------------------------------------------------- avssl config / train checks
+def _cli(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
+    from avssl.cli import main
+
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("config", sorted(str(p) for p in (ROOT / "configs").rglob("*.yaml")))
+def test_avssl_config_accepts_every_shipped_config_before_the_data_exists(
+        config: str, capsys: pytest.CaptureFixture) -> None:
+    code, out, err = _cli(capsys, "config", config)
+    assert code == 0, err
+    assert "manifest:" in out
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("method.name=foo", "method.name: unknown method 'foo' (known: avid, cma"),
+    ("model.video.arch=resnet50", "model.video.arch: unknown video encoder 'resnet50'"),
+    ("model.video.depth=7", "model.video.depth: r2plus1d has depths [10, 18, 34], got 7"),
+    ("model.audio.depth=18", "model.audio.depth: audio_cnn is the 10-layer CNN"),
+])
+@pytest.mark.parametrize("command", ["config", "train"])
+def test_config_and_train_reject_bad_method_and_model(
+        command: str, override: str, message: str, capsys: pytest.CaptureFixture,
+        tmp_path: Path) -> None:
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text("")  # train checks paths first: give it one that exists
+    argv = [command, str(ROOT / "configs/avid/kinetics.yaml"), override,
+            f"data.manifest={manifest}"]
+    if command == "train":
+        argv += ["--run-dir", str(tmp_path / "run")]
+    code, _, err = _cli(capsys, *argv)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], err
+    assert "configs/avid/kinetics.yaml (with overrides)" in lines[0]
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_train_names_a_missing_manifest(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    code, _, err = _cli(capsys, "train", str(ROOT / "configs/avid/kinetics.yaml"),
+                        f"data.manifest={tmp_path / 'nope.jsonl'}")
+    assert code == 2
+    assert err.strip().splitlines() == [
+        f"avssl train: error: {ROOT / 'configs/avid/kinetics.yaml'} (with overrides): "
+        f"data.manifest: file not found: {tmp_path / 'nope.jsonl'}"]
+
+
+def test_train_batch_larger_than_the_data(tiny_prepared: Path, capsys: pytest.CaptureFixture,
+                                          tmp_path: Path) -> None:
+    code, _, err = _cli(capsys, "train", str(ROOT / "configs/demo/avid.yaml"),
+                        f"data.manifest={tiny_prepared}", "data.batch_size=64",
+                        "data.num_workers=0", "--run-dir", str(tmp_path / "run"))
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "data.batch_size: 64 is larger than the 48 clips" in lines[0], err
