@@ -126,7 +126,7 @@ def plot_losses(run_dir: Path) -> Path | None:
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title(Path(run_dir).name)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside, not over
     ax.grid(alpha=0.3)
     out = Path(run_dir) / "plots" / "loss.png"
     out.parent.mkdir(parents=True, exist_ok=True)
