@@ -21,7 +21,7 @@ import time
 import torch
 from torch import Tensor, nn
 
-from avssl.config import Config
+from avssl.config import Config, ConfigError
 from avssl.methods.avid import _PAIRS, AVID, ContrastTerm
 
 
@@ -65,7 +65,8 @@ class CMA(AVID):
         super().__init__(cfg, num_rows)
         m = cfg.method
         if m.variant != "cross":
-            raise ValueError("method.variant: CMA builds on the cross-modal AVID variant")
+            raise ConfigError(f"method.variant: CMA builds on the cross-modal AVID variant, "
+                              f"got {m.variant!r}")
         self.num_positives = min(m.num_positives, num_rows - 2)
         self.num_within_negatives = min(m.positive_negatives, num_rows - self.num_positives - 1)
         self.register_buffer("positive_set",
