@@ -13,13 +13,15 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from avssl.utils.errors import UsageError
+
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "preprocess": ("avssl.preprocess.cli", "re-encode a folder of videos, extract audio, "
                                            "write manifest.jsonl"),
     "make-synthetic": ("avssl.data.synthetic", "generate the synthetic audio-visual dataset"),
     "audio-stats": ("avssl.data.audio", "per-frequency-bin spectrogram statistics of a dataset"),
-    "splits": ("avssl.data.splits", "UCF-101 / HMDB-51 official splits as manifest columns"),
+    "splits": ("avssl.preprocess.splits", "UCF-101 / HMDB-51 official splits as manifest columns"),
     "audio-manifest": ("avssl.eval.audio_datasets", "manifest of an audio benchmark (ESC-50, "
                                                     "DCASE) from its official layout"),
     "train": ("avssl.engine.cli", "train a method from a YAML config (torchrun for DDP)"),
@@ -32,14 +34,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class UsageError(Exception):
-    """Bad input from the user: printed as one line, exit code 2."""
-
-
 def _user_errors() -> tuple[type[BaseException], ...]:
     from avssl.config import ConfigError
     from avssl.data.manifest import ManifestError
-    from avssl.engine.checkpoint import CheckpointError
+    from avssl.utils.checkpoint import CheckpointError
 
     # FileExistsError: a run directory that already holds a run (avssl train without --resume)
     return (UsageError, ConfigError, ManifestError, CheckpointError, FileNotFoundError,

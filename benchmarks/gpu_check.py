@@ -61,10 +61,10 @@ if str(ROOT) not in sys.path:  # runnable as `python benchmarks/gpu_check.py` wi
 
 # Only these avssl modules: none of them reaches the decoders (tests/test_gpu_check.py checks).
 from avssl import config as avconfig  # noqa: E402
-from avssl.engine import distributed as dist  # noqa: E402
 from avssl.engine.device import autocast, channels_last_, move, resolve_precision  # noqa: E402
 from avssl.engine.optim import build_optimizer  # noqa: E402
 from avssl.methods import build_method  # noqa: E402
+from avssl.utils import distributed as dist  # noqa: E402
 
 AVID_CONFIG = ROOT / "configs" / "avid" / "kinetics.yaml"
 CMA_CONFIG = ROOT / "configs" / "cma" / "kinetics.yaml"

@@ -525,7 +525,7 @@ def _metrics(run_dir: Path) -> list[dict[str, Any]]:
 def test_train(cid: str, runs: Runs) -> None:
     """``avssl train CONFIG``: 2 optimizer steps at the config's own architecture and input
     sizes, a checkpoint at RUN/checkpoints/last.pt with the resolved config in it."""
-    from avssl.engine.checkpoint import load_checkpoint
+    from avssl.utils.checkpoint import load_checkpoint
 
     _require_rule(cid)
     res = runs.train(cid)

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from avssl.config import from_dict
-from avssl.engine.checkpoint import load_checkpoint
 from avssl.methods import build_method
+from avssl.utils.checkpoint import load_checkpoint
 
 # Key names and shapes of the published weights, kept in the repository (docs/reference.md
 # section 6), so this test runs in every clone: a missing file is an error, never a skip.

@@ -24,9 +24,9 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
 from avssl.config import Config, from_dict
-from avssl.engine import distributed as D
 from avssl.memory.bank import MemoryBank
 from avssl.methods import AVID
+from avssl.utils import distributed as D
 
 WORLD, LOCAL_B, N_ROWS, K = 2, 4, 24, 5
 LR = 1e-3

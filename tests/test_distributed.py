@@ -17,9 +17,9 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
-from avssl.engine import distributed as D
 from avssl.losses import NCEConstant, estimate_log_z
 from avssl.memory import MemoryBank, Queue
+from avssl.utils import distributed as D
 
 WORLD = 2
 N_ROWS, DIM = 20, 8

@@ -16,7 +16,6 @@ import yaml
 
 from avssl.config import from_dict, load_config
 from avssl.data.synthetic import make_synthetic
-from avssl.engine.checkpoint import save_checkpoint
 from avssl.eval import audio_eval, finetune, vcop
 from avssl.eval.finetune import (
     FinetuneSettings,
@@ -29,6 +28,7 @@ from avssl.eval.folds import k_fold_splits
 from avssl.eval.vcop import topk_class_recall
 from avssl.methods.base import AVEncoders
 from avssl.preprocess import preprocess
+from avssl.utils.checkpoint import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -178,7 +178,7 @@ def _finetune_outputs(config: str, ckpt: str, extra: list[str]) -> dict[str, Any
 
 
 def _ddp_finetune_worker(r: int, world: int, tmp: str, config: str, ckpt: str) -> None:
-    from avssl.engine import distributed as D
+    from avssl.utils import distributed as D
 
     torch.set_num_threads(1)
     os.environ.update(RANK=str(r), WORLD_SIZE=str(world), LOCAL_RANK=str(r))

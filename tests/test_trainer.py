@@ -13,8 +13,8 @@ import pytest
 import torch
 import yaml
 
-from avssl.engine.checkpoint import load_checkpoint
 from avssl.engine.trainer import KILL_AT_STEP_ENV
+from avssl.utils.checkpoint import load_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -169,8 +169,8 @@ def _cleanup_order_worker(r: int, world: int, tmp: str, config: str) -> None:
     import torch.distributed as tdist
 
     from avssl.config import load_config
-    from avssl.engine import distributed as D
     from avssl.engine import trainer as T
+    from avssl.utils import distributed as D
 
     torch.set_num_threads(1)
     os.environ.update(RANK=str(r), WORLD_SIZE=str(world), LOCAL_RANK=str(r))

@@ -299,7 +299,7 @@ def _data_config(args: argparse.Namespace) -> tuple[DataConfig, bool]:
 
 def run(args: argparse.Namespace) -> int:
     """Compute and save the statistics; every error raises UsageError (one line, exit 2)."""
-    from avssl.cli import UsageError
+    from avssl.utils.errors import UsageError
     from avssl.data.manifest import read_manifest
 
     try:

@@ -1,2 +1,3 @@
-"""Training engine: trainer loop, distributed helpers (:mod:`avssl.engine.distributed`),
-checkpoint I/O and logging."""
+"""Training engine: the trainer loop, optimizers and schedules, device/precision policy, run
+logging. (Distributed helpers and checkpoint I/O sit lower, in :mod:`avssl.utils`, where
+losses, memory banks and models may use them.)"""

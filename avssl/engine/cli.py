@@ -40,9 +40,9 @@ def format_results(results: dict[str, float]) -> str:
 def run(args: argparse.Namespace) -> int:
     cfg = load_checked(args.config, args.overrides, require_paths=True)
     run_dir = Path(args.run_dir or cfg.run_dir or Path("runs") / Path(args.config).stem)
-    from avssl.engine import distributed as dist
     from avssl.engine.trainer import train
     from avssl.eval.retrieval import evaluate_cross_modal
+    from avssl.utils import distributed as dist
 
     evaluate = evaluate_cross_modal if cfg.train.eval_retrieval else None
     try:

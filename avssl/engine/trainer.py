@@ -29,12 +29,12 @@ from tqdm import tqdm
 from avssl.config import Config, ConfigError, save_config, to_dict
 from avssl.data.dataset import AVClipDataset, worker_init
 from avssl.data.sampler import ResumableSampler
-from avssl.engine import distributed as dist
-from avssl.engine.checkpoint import load_checkpoint, model_state, save_checkpoint
 from avssl.engine.device import autocast, channels_last_, move, resolve_precision
 from avssl.engine.logging import RunLogger, StepReporter, plot_losses
 from avssl.engine.optim import build_optimizer, build_scheduler
 from avssl.methods import build_method
+from avssl.utils import distributed as dist
+from avssl.utils.checkpoint import load_checkpoint, model_state, save_checkpoint
 
 #: ``evaluate(method, cfg, device, progress) -> {name: value}``, run on the main rank at the end
 Evaluator = Callable[[nn.Module, Config, torch.device, bool], dict[str, float]]

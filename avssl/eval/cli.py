@@ -135,7 +135,7 @@ def load_probe_config(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def _usage_error(msg: str) -> Exception:
-    from avssl.cli import UsageError
+    from avssl.utils.errors import UsageError
 
     return UsageError(msg)
 
@@ -144,8 +144,8 @@ def load_video_encoder(checkpoint: str | Path) -> tuple[torch.nn.Module, Any]:
     """The video encoder of one of our checkpoints (only ``encoders.video.*`` keys) and the
     checkpoint's Config."""
     from avssl.config import from_dict
-    from avssl.engine.checkpoint import CheckpointError, load_checkpoint, model_state
     from avssl.models import build_video_encoder
+    from avssl.utils.checkpoint import CheckpointError, load_checkpoint, model_state
 
     ckpt = load_checkpoint(checkpoint)  # a dict with 'model' and 'config', or CheckpointError
     cfg = from_dict(ckpt["config"], src=f"{checkpoint} (config)", require_paths=False)
@@ -244,11 +244,15 @@ def run(args: argparse.Namespace) -> int:
                                              temperature=settings.temperature)
                              for layer in layers}
             if name == "checkpoint" and args.neighbors > 0:
-                from avssl.viz.neighbors import neighbor_grid
+                from avssl.eval.knn import nearest_neighbors
+                from avssl.viz.neighbors import neighbor_grid, spread_rows
 
                 png = ckpt.parent / f"eval_knn_{Path(args.config).stem}_neighbors.png"
-                neighbor_grid(te_ds, tr_ds, te.feats[layers[-1]], tr.feats[layers[-1]], png,
-                              queries=args.neighbors, k=min(5, tr.num_videos),
+                rows = spread_rows(te.num_videos, args.neighbors)
+                nn_idx, sims = nearest_neighbors(tr.feats[layers[-1]],
+                                                 te.feats[layers[-1]][rows],
+                                                 min(5, tr.num_videos))
+                neighbor_grid(te_ds, tr_ds, rows, nn_idx, sims, png,
                               query_index=te.index, gallery_index=tr.index)
                 extra["neighbors_png"] = str(png)
         extra.setdefault("num_train", tr.num_videos)

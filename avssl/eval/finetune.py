@@ -42,10 +42,10 @@ from avssl.config import (
     from_dict,
     parse_override,
 )
-from avssl.engine.checkpoint import CheckpointError, load_checkpoint, model_state
 from avssl.engine.optim import build_optimizer, build_scheduler
 from avssl.models.heads import LinearClassifier
 from avssl.utils.atomic import atomic_write_json
+from avssl.utils.checkpoint import CheckpointError, load_checkpoint, model_state
 
 log = logging.getLogger(__name__)
 S = TypeVar("S")
@@ -161,7 +161,7 @@ def results_path(args: argparse.Namespace, protocol: str) -> Path:
     if getattr(args, "out", None):
         return Path(args.out)
     if not args.checkpoint:
-        from avssl.cli import UsageError
+        from avssl.utils.errors import UsageError
 
         raise UsageError("give --out when no --checkpoint is given")
     ck = Path(args.checkpoint)
@@ -236,7 +236,7 @@ def predict_clips(model: nn.Module, loader: DataLoader, dev: torch.device, progr
     ``loader``; under DDP each process predicts its own shard and the shards are gathered."""
     from tqdm import tqdm
 
-    from avssl.engine.distributed import all_gather_nograd
+    from avssl.utils.distributed import all_gather_nograd
 
     model.eval()
     probs, idx, labels = [], [], []
@@ -261,7 +261,7 @@ def _average_buffers(model: nn.Module) -> None:
     """Average floating-point buffers (BatchNorm running statistics) over the processes:
     each one updated them on its own shard in the last forward pass, and the test must use
     one model everywhere."""
-    from avssl.engine.distributed import all_reduce_mean
+    from avssl.utils.distributed import all_reduce_mean
 
     for b in model.buffers():
         if b.is_floating_point():
@@ -294,7 +294,7 @@ def finetune_split(cfg: Config, settings: FinetuneSettings, split: SplitSpec,
     from tqdm import tqdm
 
     from avssl.data.dataset import AVClipDataset, build_loader
-    from avssl.engine.distributed import all_reduce_mean, init_distributed
+    from avssl.utils.distributed import all_reduce_mean, init_distributed
 
     info = init_distributed()
     world, dev = info.world_size, info.device
@@ -409,7 +409,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Config/manifest/checkpoint errors propagate to the top-level CLI (exit code 2).
     Under ``torchrun`` every process fine-tunes its share; rank 0 writes and prints."""
-    from avssl.engine.distributed import cleanup, init_distributed
+    from avssl.utils.distributed import cleanup, init_distributed
 
     cfg, settings = load_eval_config(args.config, args.overrides, FinetuneSettings)
     out = results_path(args, "finetune")

@@ -8,7 +8,7 @@ InfoNCE in both directions: video i against every sound of the batch, sound i ag
 video.
 
 Distributed policy: anchors are this process's clips, candidates are the clips of every process
-(autograd-aware gather, :func:`avssl.engine.distributed.all_gather_grad`); with DDP's gradient
+(autograd-aware gather, :func:`avssl.utils.distributed.all_gather_grad`); with DDP's gradient
 averaging this is exactly the loss of one process holding the global batch.
 """
 
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from avssl.engine import distributed as D
+from avssl.utils import distributed as D
 
 
 def mil_similarity(video_loc: Tensor, audio: Tensor) -> Tensor:

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avssl.engine.distributed import all_gather_nograd
+from avssl.utils.distributed import all_gather_nograd
 
 
 def _full(x: Tensor) -> Tensor:

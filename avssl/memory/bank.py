@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avssl.engine.distributed import all_gather_nograd, broadcast_
+from avssl.utils.distributed import all_gather_nograd, broadcast_
 
 _INIT_CHUNK = 1 << 16
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from avssl.engine.distributed import all_gather_nograd
 from avssl.memory.bank import random_unit_rows
+from avssl.utils.distributed import all_gather_nograd
 
 
 class Queue(nn.Module):

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from avssl.config import Config, to_dict
-from avssl.engine.checkpoint import CheckpointError, load_torch_file, save_checkpoint
+from avssl.utils.checkpoint import CheckpointError, load_torch_file, save_checkpoint
 
 PREFIXES = {
     "video_model.": "encoders.video.",

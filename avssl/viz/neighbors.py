@@ -39,30 +39,30 @@ def _name(dataset: Any, label: int) -> str:
     return str(classes[label]) if 0 <= label < len(classes) else str(label)
 
 
-def neighbor_grid(query_ds: Any, gallery_ds: Any, query_feats: Tensor, gallery_feats: Tensor,
-                  out: str | Path, queries: Sequence[int] | int = 4, k: int = 5,
-                  cell: int = 96, query_index: Tensor | None = None,
+def spread_rows(m: int, queries: Sequence[int] | int) -> list[int]:
+    """The query rows: the given ones, or ``queries`` rows evenly spread over ``m``."""
+    if isinstance(queries, int):
+        n = max(1, min(queries, m))
+        return sorted({round(float(x)) for x in np.linspace(0, m - 1, n)})
+    return [int(q) for q in queries]
+
+
+def neighbor_grid(query_ds: Any, gallery_ds: Any, rows: Sequence[int], nn_idx: Tensor,
+                  sims: Tensor, out: str | Path, cell: int = 96,
+                  query_index: Tensor | None = None,
                   gallery_index: Tensor | None = None) -> Path:
     """Write the grid PNG (atomically) and return its path.
 
     query_ds / gallery_ds: :class:`~avssl.data.dataset.AVClipDataset` (test / train split) for
-    paths, frame counts, labels and class names. query_feats (M, D), gallery_feats (N, D): one
-    row per video; row i is dataset video ``*_index[i]`` (default: i). queries: the query rows,
-    or how many evenly spread ones. Output: uint8 image of ``len(queries)`` rows and ``1 + k``
-    columns of ``cell`` x ``cell`` tiles 2 px apart; neighbour captions are green when the
-    class matches the query's, red otherwise.
+    paths, frame counts, labels and class names. rows: the Q query rows; nn_idx (Q, k) and sims
+    (Q, k): their nearest gallery rows and cosine similarities (e.g.
+    :func:`avssl.eval.knn.nearest_neighbors`). Row i of the queries / gallery is dataset video
+    ``*_index[i]`` (default: i). Output: uint8 image of Q rows and ``1 + k`` columns of
+    ``cell`` x ``cell`` tiles 2 px apart; neighbour captions are green when the class matches
+    the query's, red otherwise.
     """
-    from avssl.eval.knn import nearest_neighbors
-
-    m = query_feats.shape[0]
-    if isinstance(queries, int):
-        n = max(1, min(queries, m))
-        rows = sorted({round(float(x)) for x in np.linspace(0, m - 1, n)})
-    else:
-        rows = [int(q) for q in queries]
-    qi = query_index if query_index is not None else np.arange(m)
-    gi = gallery_index if gallery_index is not None else np.arange(gallery_feats.shape[0])
-    nn_idx, sims = nearest_neighbors(gallery_feats, query_feats[rows], k)
+    qi = query_index if query_index is not None else np.arange(max(rows) + 1)
+    gi = gallery_index if gallery_index is not None else np.arange(int(nn_idx.max()) + 1)
     k = nn_idx.shape[1]
     backend = getattr(query_ds.cfg, "backend", "pyav")
     tiles: list[np.ndarray] = []

@@ -39,7 +39,7 @@ _HMDB_FILE = re.compile(r"^(?P<cls>.+)_test_split(?P<k>[1-9])\.txt$")
 
 
 def _usage(msg: str) -> Exception:
-    from avssl.cli import UsageError
+    from avssl.utils.errors import UsageError
 
     return UsageError(msg)
 
