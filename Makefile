@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 # The stamp's name changes with the pinned requirements, so editing them reinstalls.
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt setup.py | sha1sum | cut -c1-12)
 
-.PHONY: install test demo bench lint clean
+.PHONY: install test test-fast demo bench lint clean
 
 install: $(STAMP)
 
@@ -20,6 +20,10 @@ $(STAMP): requirements.txt setup.py
 
 test: $(STAMP)
 	$(PY) -m pytest tests
+
+# the inner loop: everything but the tests marked slow (processes, end-to-end runs)
+test-fast: $(STAMP)
+	$(PY) -m pytest tests -m "not slow"
 
 demo: $(STAMP)
 	$(VENV)/bin/avssl demo

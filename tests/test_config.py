@@ -108,6 +108,7 @@ def test_saved_config_round_trips(manifest: Path, tmp_path: Path) -> None:
     assert again == cfg
 
 
+@pytest.mark.slow
 def test_cli_exit_code_2_without_traceback(tmp_path: Path) -> None:
     c = write(tmp_path / "bad.yaml", "optim: {lr: fast}\n")
     r = subprocess.run([sys.executable, "-m", "avssl.cli", "config", str(c)],

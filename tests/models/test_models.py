@@ -27,7 +27,7 @@ from avssl.models import (
 
 # Key names and shapes of the published weights, kept in the repository (docs/reference.md
 # section 6): a missing file is an error, never a skip.
-KEY_FILE = Path(__file__).resolve().parent / "data" / "avid_cma_checkpoint_keys.txt"
+KEY_FILE = Path(__file__).resolve().parents[1] / "fixtures" / "avid_cma_checkpoint_keys.txt"
 
 # docs/reference.md section 1.2 and the key file's last lines
 R2PLUS1D_PARAMS = {10: 7_015_616, 18: 15_379_136, 34: 28_861_632}

@@ -228,7 +228,7 @@ def test_cli_linear_and_knn(prepared: Path, checkpoint: Path, tmp_path: Path,
 def test_synthetic_eval_config_loads() -> None:
     from avssl.config import load_config
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     cfg = load_config(root / "configs" / "eval" / "synthetic_linear.yaml", require_paths=False)
     assert cfg.data.manifest == "outputs/demo/probe_prepared/manifest.jsonl"
     assert (cfg.data.split, cfg.data.eval_split) == ("train", "test")

@@ -29,7 +29,7 @@ from avssl.preprocess.probe import output_size
 from avssl.preprocess.runner import remove_stale_temporaries
 from avssl.preprocess.scan import parse_shard
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SR = 24000
 
 
@@ -341,6 +341,7 @@ def _records(dst: Path) -> dict[str, tuple[int, int]]:
             for p in (dst / ".records").glob("*.json") if not p.name.startswith(".")}
 
 
+@pytest.mark.slow
 def test_kill_and_resume(tmp_path: Path) -> None:
     src, dst, clean = tmp_path / "src", tmp_path / "dst", tmp_path / "clean"
     for i in range(8):
@@ -403,6 +404,7 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+@pytest.mark.slow
 def test_kill_9_takes_pool_workers_down(tmp_path: Path) -> None:
     """Orphaned workers would finish their input and write records under a rerun's feet."""
     for i in range(4):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -16,7 +17,7 @@ from avssl.utils.checkpoint import load_checkpoint
 
 # Key names and shapes of the published weights, kept in the repository (docs/reference.md
 # section 6), so this test runs in every clone: a missing file is an error, never a skip.
-KEYS = Path(__file__).resolve().parent / "data" / "avid_cma_checkpoint_keys.txt"
+KEYS = Path(__file__).resolve().parents[1] / "fixtures" / "avid_cma_checkpoint_keys.txt"
 
 
 def published_checkpoint(n: int, seed: int = 0) -> dict:
@@ -40,6 +41,7 @@ def published_checkpoint(n: int, seed: int = 0) -> dict:
     return {"epoch": 20, "model": model, "optimizer": {}, "train_criterion": crit}
 
 
+@pytest.mark.slow
 def test_convert_published_layout(tmp_path: Path) -> None:
     n = 40
     pub = published_checkpoint(n)
@@ -87,6 +89,7 @@ def test_convert_published_layout(tmp_path: Path) -> None:
         assert torch.equal(method.encoders.embed_audio(audio), enc.embed_audio(audio))
 
 
+@pytest.mark.slow
 def test_convert_rejects_other_files(tmp_path: Path) -> None:
     src = tmp_path / "x.pt"
     torch.save({"state_dict": {}}, src)
@@ -96,6 +99,7 @@ def test_convert_rejects_other_files(tmp_path: Path) -> None:
     assert "not a published AVID-CMA checkpoint" in r.stderr
 
 
+@pytest.mark.slow
 def test_convert_trust_allows_non_tensor_objects(tmp_path: Path) -> None:
     """A published file with a pickled non-tensor object (a numpy array): refused in one line
     with the --trust hint; converted with --trust."""

@@ -20,7 +20,7 @@ from types import ModuleType
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 SMOKE = ["--device", "cpu", "--tiny", "--steps", "2", "--warmup", "1", "--threads", "1"]
 AVID_SETTINGS = ("fp32", "bf16", "bf16+cl")
@@ -80,6 +80,7 @@ def test_ddp_check_on_cpu(gpu_check: ModuleType, tmp_path: Path) -> None:
     assert ddp["ranks"][0]["losses"] != ddp["ranks"][1]["losses"]  # different local batches
 
 
+@pytest.mark.slow
 def test_imports_no_decoder(tmp_path: Path) -> None:
     """A fresh interpreter where av, decord and librosa cannot be imported loads the script
     and runs a step; none of the data (decoding) or trainer modules comes along."""

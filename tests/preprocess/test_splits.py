@@ -18,7 +18,7 @@ from avssl.eval.finetune import FinetuneSettings, load_eval_config
 from avssl.preprocess import preprocess, scan_videos
 from avssl.preprocess.scan import load_meta
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 UCF_CLASSES = ("ApplyEyeMakeup", "YoYo")
 # (relative path, the split each official split puts it in)
 UCF_VIDEOS = {

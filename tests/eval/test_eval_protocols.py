@@ -30,7 +30,7 @@ from avssl.methods.base import AVEncoders
 from avssl.preprocess import preprocess
 from avssl.utils.checkpoint import save_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -190,6 +190,7 @@ def _ddp_finetune_worker(r: int, world: int, tmp: str, config: str, ckpt: str) -
         D.cleanup()
 
 
+@pytest.mark.slow
 def test_finetune_ddp_two_processes(setup: dict[str, Path], tmp_path: Path) -> None:
     """2 gloo processes: the warm-up (frozen encoder in eval mode, full-batch steps) equals a
     single process; fine-tuning keeps every weight identical across the processes; the

@@ -21,6 +21,9 @@ from avssl.losses import NCEConstant, estimate_log_z
 from avssl.memory import MemoryBank, Queue
 from avssl.utils import distributed as D
 
+# spawns 2 processes (gloo)
+pytestmark = pytest.mark.slow
+
 WORLD = 2
 N_ROWS, DIM = 20, 8
 

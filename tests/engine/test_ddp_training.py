@@ -28,6 +28,9 @@ from avssl.memory.bank import MemoryBank
 from avssl.methods import AVID
 from avssl.utils import distributed as D
 
+# spawns 2 processes (gloo)
+pytestmark = pytest.mark.slow
+
 WORLD, LOCAL_B, N_ROWS, K = 2, 4, 24, 5
 LR = 1e-3
 # Global batch per step: rank 0 takes the first 4 rows, rank 1 the last 4; one shared index.

@@ -15,7 +15,7 @@ from avssl.config import AudioConfig, DataConfig
 from avssl.data import audio as A
 from avssl.data.manifest import read_manifest, write_manifest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SR = 24000
 
 

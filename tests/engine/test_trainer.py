@@ -16,6 +16,9 @@ import yaml
 from avssl.engine.trainer import KILL_AT_STEP_ENV
 from avssl.utils.checkpoint import load_checkpoint
 
+# every test trains in a subprocess (avssl train, torchrun)
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def prepared(tiny_prepared: Path) -> Path:
