@@ -1,4 +1,4 @@
-"""AVClipDataset: prepared videos (manifest.jsonl) -> DESIGN.md batch dicts; and a loader helper.
+"""AVClipDataset: prepared videos (manifest.jsonl) -> batch dicts (docs/design.md); a loader.
 
 Each item is one clip: ``video`` float (3, T, H, W) normalized, ``audio`` float (1, T_a, F)
 spectrogram, ``index`` long (the video's row in this dataset = its memory-bank row), ``label``

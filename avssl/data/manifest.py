@@ -1,6 +1,6 @@
 """Manifest I/O: ``manifest.jsonl``, one JSON object per prepared video, sorted by ``id``.
 
-Contract (DESIGN.md): ``id`` (stable, from the relative source path), ``path`` (video, relative
+Contract (docs/design.md): ``id`` (stable, from the relative source path), ``path`` (video, relative
 to the manifest), ``duration``, ``fps``, ``num_frames``, ``width``, ``height``, ``has_audio``,
 ``audio_path`` (relative, or null), ``sample_rate``, optional ``label`` and ``split``. Preprocessing
 adds ``audio_rms_db``, ``source``, ``video_stream``, ``audio_stream``, ``audio_shift_s``. Extra keys

@@ -1,6 +1,6 @@
 """Encoders (video, audio) and heads, and the builders that make them from a config.
 
-Every encoder follows DESIGN.md's contract: ``forward(x) -> (B, out_dim)`` pooled,
+Every encoder follows the contract of docs/design.md: ``forward(x) -> (B, out_dim)`` pooled,
 ``forward_features(x) -> {"conv2x": ..., "conv5x": ...}``, ``forward_grid(x)`` the last map
 before pooling, attributes ``out_dim`` and ``feature_dims`` (stage name -> channels).
 """

@@ -41,7 +41,7 @@ def global_pool(x: Tensor, mode: Pool = "max") -> Tensor:
 
 
 class Encoder(nn.Module):
-    """Base of every encoder (DESIGN.md "Encoder" contract).
+    """Base of every encoder (docs/design.md, "Encoder").
 
     Subclasses set ``out_dim``, ``feature_dims`` (stage name -> channels, in order) and
     ``pool``, and implement :meth:`forward_features`. ``forward`` pools the last map.

@@ -1,6 +1,6 @@
 """Distributed helpers: process-group setup from the ``torchrun`` environment and collectives.
 
-Policy (DESIGN.md, Contracts: Distributed):
+Policy (docs/design.md, "Distributed"):
 
 - ``torchrun`` sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``;
   :func:`init_distributed` reads them and starts NCCL when CUDA is available, gloo otherwise.
