@@ -5,24 +5,50 @@ train AVID -> train CMA from it -> cross-modal retrieval and sound-source locali
 held-out videos -> linear probe and kNN beside a random encoder on a downstream set (other
 videos of the same classes among clutter). Every step is skipped when its output already
 exists, so an interrupted demo picks up where it stopped.
+
+Reproducibility: every random draw is seeded (``--seed``: the training seed; the data are
+fixed), and torch's intra-op thread count is fixed (``--threads``, default 2) because it sets
+the order of float reductions in the CPU kernels: 1 and 2 threads give different weights after
+a few steps, and training amplifies the difference into different final figures. With the
+same thread count, CPU type and package versions, two runs end with bit-identical checkpoints.
+The final figures are also written to ``OUT/demo_results.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "demo"
+# Fixed rather than torch's default (the machine's physical cores): the thread count changes
+# how CPU kernels split their reductions, hence the float results (see the module docstring).
+DEMO_THREADS = 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="outputs/demo", help="output folder")
-    parser.add_argument("--num-videos", type=int, default=240)
-    parser.add_argument("--classes", type=int, default=4)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", default="outputs/demo",
+                        help="output folder (default: %(default)s)")
+    parser.add_argument("--num-videos", type=int, default=240,
+                        help="pretraining videos, and as many downstream ones (default: "
+                             "%(default)s)")
+    parser.add_argument("--classes", type=int, default=None,
+                        help="default: the variant's (4 for a, 6 for b)")
+    parser.add_argument("--variant", default="a", choices=("a", "b"),
+                        help="synthetic generator variant (see avssl make-synthetic --variant; "
+                             "default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="training seed (AVID and CMA); the generated data do not change "
+                             "(default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=DEMO_THREADS,
+                        help="torch intra-op threads (default %(default)s; 0: torch's own "
+                             "choice, which depends on the machine and changes the results)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="processes for generation and preprocessing (default: %(default)s)")
     parser.add_argument("--fresh", action="store_true", help="retrain even if runs exist")
 
 
@@ -46,7 +72,11 @@ def _train(config: Path, out: Path, name: str, overrides: list[str], fresh: bool
         print(f"   {run_dir} already trained (use --fresh to retrain)")
         return json.loads(done.read_text())
     cfg = load_config(config, overrides)
-    results = train(cfg, run_dir, resume=not fresh)
+    if fresh and run_dir.exists():  # start over: train refuses to overwrite a run
+        shutil.rmtree(run_dir)
+    from avssl.eval.retrieval import evaluate_cross_modal
+
+    results = train(cfg, run_dir, resume=not fresh, evaluate=evaluate_cross_modal)
     from avssl.utils.atomic import atomic_write_json
 
     atomic_write_json(done, results)
@@ -58,8 +88,8 @@ def _cma_purity(out: Path, manifest: Path) -> dict[str, float] | None:
     import torch
 
     from avssl.data.manifest import read_manifest
-    from avssl.engine.checkpoint import load_checkpoint
     from avssl.methods.cma import positive_set_purity
+    from avssl.utils.checkpoint import load_checkpoint
 
     ckpt = out / "runs" / "cma" / "checkpoints" / "last.pt"
     if not ckpt.is_file():
@@ -111,7 +141,8 @@ def _probe_data(out: Path, args: argparse.Namespace) -> Path:
     from avssl.data.synthetic import make_synthetic
 
     make_synthetic(out / "probe_synthetic", num_videos=args.num_videos, classes=args.classes,
-                   seed=1, workers=args.workers, distractors=(0, 0), clutter=20)
+                   seed=1, workers=args.workers, distractors=(0, 0), clutter=20,
+                   variant=args.variant)
     return _prepare(out / "probe_synthetic", out / "probe_prepared", args.workers)
 
 
@@ -133,17 +164,32 @@ def _probe(out: Path, manifest: Path, stats: Path) -> dict[str, Any]:
     return results
 
 
+def set_threads(threads: int) -> dict[str, Any]:
+    """Fix torch's intra-op thread count (``threads`` > 0) and describe what the run's float
+    results depend on: threads, the CPU kernels' instruction set, versions."""
+    import torch
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    return {"torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "machine": platform.machine(), "processor": platform.processor()}
+
+
 def run(args: argparse.Namespace) -> int:
     from avssl.data.audio import compute_audio_stats, save_stats
     from avssl.data.synthetic import make_synthetic
 
     out = Path(args.out)
     t_all = time.perf_counter()
+    env = set_threads(args.threads)
+    print(f"torch {env['torch']}, {env['torch_threads']} intra-op threads, CPU kernels "
+          f"{env['cpu_capability']}; variant {args.variant}, training seed {args.seed}")
 
     t0 = _step(f"1/7 generate {args.num_videos} synthetic audio-visual videos -> "
                f"{out / 'synthetic'}")
     make_synthetic(out / "synthetic", num_videos=args.num_videos, classes=args.classes,
-                   seed=0, workers=args.workers, distractors=(0, 1))
+                   seed=0, workers=args.workers, distractors=(0, 1), variant=args.variant)
     _done(t0)
 
     t0 = _step(f"2/7 preprocess -> {out / 'prepared'}")
@@ -160,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(CONFIG_DIR / "avid.yaml", common)
         mean, std = compute_audio_stats(manifest, cfg.data)
         save_stats(stats, mean, std)
-    common.append(f"data.audio.stats={stats}")
+    common += [f"data.audio.stats={stats}", f"seed={args.seed}"]
     _done(t0)
 
     t0 = _step("4/7 train AVID (cross-modal instance discrimination)")
@@ -208,11 +254,28 @@ def run(args: argparse.Namespace) -> int:
         for name, r in rows.items():
             print(f"   localization {name:12s} cIoU@0.5 {100 * r['cIoU@0.5']:5.1f}  "
                   f"AUC {100 * r['AUC']:5.1f}  ({r['binarization']})")
+        dec, cal = loc.get("source_decision"), loc.get("calibration", {})
+        if dec:  # every held-out video shows its sounding object: each "none" is a miss
+            print(f"   visible-source decision ({cal.get('kind')}, threshold "
+                  f"{cal.get('threshold', float('nan')):.3f}): \"no visible source\" for "
+                  f"{dec['false_no_source_videos']}/{dec['videos_in_view']} videos, "
+                  f"{100 * dec['false_no_source_clip_rate']:.1f} % of clips, whose source is "
+                  f"in view")
     for protocol, res in probe.items():
         top1 = res["top1"]
         pairs = ", ".join(f"{layer} {top1['checkpoint'][layer]:.0f} vs {top1['random'][layer]:.0f}"
                           for layer in res["layers"])
         print(f"   {protocol} probe top-1 % (downstream set, trained vs random encoder): {pairs}"
               f"  (majority {res['majority_top1']:.0f})")
-    print(f"\ndemo finished in {time.perf_counter() - t_all:.0f} s; outputs in {out}/")
+    seconds = time.perf_counter() - t_all
+    from avssl.utils.atomic import atomic_write_json
+
+    atomic_write_json(out / "demo_results.json", {
+        "variant": args.variant, "seed": args.seed, **env, "seconds": round(seconds, 1),
+        "avid": avid, "cma": cma, "cma_purity": purity,
+        "localization": loc.get("localization") if loc else None,
+        "source_decision": loc.get("source_decision") if loc else None,
+        "calibration": loc.get("calibration") if loc else None,
+        "probe": {p: {"top1": r["top1"], "layers": r["layers"]} for p, r in probe.items()}})
+    print(f"\ndemo finished in {seconds:.0f} s; outputs in {out}/")
     return 0

@@ -13,6 +13,13 @@ scores as high as a trained one on a linear probe (see ``avssl demo``). Ground t
 split, per-frame box of the sounding object, the labels of all objects in view) goes to
 ``meta.jsonl``, which ``avssl preprocess --meta`` copies into the manifest.
 
+Two generator variants (``variant``, recorded in ``generator.json``): ``"a"`` (the default and
+the demo's data; 8 classes of plain shapes, objects 24-32 % of the short side, a grey, lightly
+textured background) and ``"b"``, an independent set to check that what is learned on ``"a"``
+is not tied to it: 6 other classes (other shapes, colours and sounds), objects 16-42 % of the
+short side, coloured backgrounds patterned with stripes, checks or blobs, a colour gradient
+and stronger noise. In both, every sounding object is fully in view.
+
 Layout written by :func:`make_synthetic`::
 
     dst/videos/c<label>_<index:05d>.mp4   H.264 + AAC (mono), written atomically
@@ -52,8 +59,9 @@ class ClassSpec:
 
     ``sound`` is a dict read by ``_class_sound``: ``kind`` is ``harmonic`` (``f0`` Hz, partial
     amplitudes ``amps`` for harmonics 1, 2, ...), ``odd`` (odd harmonics only), ``inharmonic``
-    (``f0`` and partial ``ratios``/``amps``), ``noise`` (a band ``lo``-``hi`` Hz) or ``chirp``
-    (an FM sweep ``lo``->``hi`` Hz, ``rate`` sweeps per second).
+    (``f0`` and partial ``ratios``/``amps``), ``noise`` (a band ``lo``-``hi`` Hz), ``chirp``
+    (an FM sweep ``lo``->``hi`` Hz, ``rate`` sweeps per second) or ``am`` (a tone ``f0`` Hz
+    whose amplitude pulses ``rate`` times per second).
     """
 
     name: str
@@ -98,9 +106,59 @@ CLASSES: tuple[ClassSpec, ...] = (
 )
 MAX_CLASSES = len(CLASSES)
 
+# Variant "b": nothing shared with the classes above (shape, colour or sound).
+CLASSES_B: tuple[ClassSpec, ...] = (
+    ClassSpec("plum_ellipse", "ellipse", "plum", (150, 60, 170),
+              {"kind": "harmonic", "f0": 165.0, "amps": [k ** -2.0 for k in range(1, 9)]},
+              "mellow hum, 165 Hz, 8 harmonics falling as 1/k^2"),
+    ClassSpec("teal_pentagon", "pentagon", "teal", (0, 150, 140),
+              {"kind": "odd", "f0": 330.0, "amps": [1.0, 0.5, 0.3, 0.2]},
+              "reedy tone, 330 Hz, odd harmonics 1, 3, 5, 7"),
+    ClassSpec("brown_crescent", "crescent", "brown", (150, 95, 40),
+              {"kind": "noise", "lo": 700.0, "hi": 1400.0},
+              "rumble: band-limited noise 0.7-1.4 kHz"),
+    ClassSpec("pink_chevron", "chevron", "pink", (255, 160, 200),
+              {"kind": "chirp", "lo": 1500.0, "hi": 700.0, "rate": 3.0},
+              "falling sweep 1.5->0.7 kHz, three times a second"),
+    ClassSpec("lime_dome", "dome", "lime", (170, 240, 50),
+              {"kind": "inharmonic", "f0": 520.0, "ratios": [1.0, 1.51, 2.24, 3.73],
+               "amps": [1.0, 0.7, 0.5, 0.3]},
+              "gong, 520 Hz with inharmonic partials x1.51, x2.24, x3.73"),
+    ClassSpec("navy_saltire", "saltire", "navy", (25, 35, 130),
+              {"kind": "am", "f0": 1800.0, "rate": 6.0},
+              "tremolo: 1.8 kHz tone pulsing six times a second"),
+)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A generator variant: its classes, object sizes (side / short frame side), background
+    (``"grey"``: low-saturation texture; ``"patterned"``: see ``_background_patterned``) and the
+    per-frame pixel noise (standard deviation, 8-bit levels)."""
+
+    name: str
+    classes: tuple[ClassSpec, ...]
+    size_range: tuple[float, float]
+    background: str
+    frame_noise: float
+    default_classes: int
+
+
+VARIANTS: dict[str, Variant] = {
+    "a": Variant("a", CLASSES, (0.24, 0.32), "grey", 4.0, 4),
+    "b": Variant("b", CLASSES_B, (0.16, 0.42), "patterned", 10.0, 6),
+}
+
+
+def get_variant(name: str) -> Variant:
+    """The variant called ``name``; ValueError for an unknown one."""
+    if name not in VARIANTS:
+        raise ValueError(f"unknown variant {name!r} (choose from {sorted(VARIANTS)})")
+    return VARIANTS[name]
+
 # Motion and appearance constants (coordinates are fractions of the frame width/height).
 V_MAX = 0.6            # top object speed, frame fractions per second (also the loudness scale)
-SIZE_RANGE = (0.24, 0.32)   # object side / short frame side: box area ~5-10 % of the frame
+SIZE_RANGE = VARIANTS["a"].size_range  # object side / short side: box area ~5-10 % of the frame
 CLUTTER_RADIUS = (0.04, 0.08)  # clutter disc radius / short frame side (objects: 0.12-0.16)
 LOUDNESS_FLOOR = 0.15  # loudness of a still sounding object, relative to full speed
 PITCH_JITTER = 0.04    # per-video pitch factor in [1 - j, 1 + j]
@@ -131,6 +189,23 @@ def shape_mask(shape: str, n: int) -> np.ndarray:
     if shape == "hexagon":
         return (np.abs(v) <= math.sqrt(3) / 2) & (math.sqrt(3) * np.abs(u) + np.abs(v)
                                                    <= math.sqrt(3))
+    # variant "b"
+    if shape == "ellipse":  # wide, 1 : 0.55
+        return u ** 2 + (v / 0.55) ** 2 <= 1
+    if shape == "pentagon":  # regular, a vertex up: r <= cos(pi/5) / cos(angle to edge normal)
+        theta = np.arctan2(u, -v)
+        sector = np.abs((theta % (2 * np.pi / 5)) - np.pi / 5)
+        return r * np.cos(sector) <= np.cos(np.pi / 5)
+    if shape == "crescent":  # a disc with an offset disc cut out
+        return (r <= 1) & (np.hypot(u - 0.45, v + 0.1) > 0.78)
+    if shape == "chevron":  # a thick "^"
+        d = v - (1.5 * np.abs(u) - 0.8)
+        return (d >= 0) & (d <= 0.9) & (np.abs(u) <= 1)
+    if shape == "dome":  # half an ellipse standing on its flat side
+        return (v <= 1) & (u ** 2 + ((1 - v) / 2) ** 2 <= 1)
+    if shape == "saltire":  # a diagonal cross
+        bars = (np.abs(u - v) <= 0.42) | (np.abs(u + v) <= 0.42)
+        return bars & (np.maximum(np.abs(u), np.abs(v)) <= 0.95)
     raise ValueError(f"unknown shape {shape!r}")
 
 
@@ -162,7 +237,8 @@ class VideoPlan:
 
     ``objects[0]`` is the sounding object; ``draw_order`` lists object indices back to front;
     ``clutter`` (K, 6) float: static silent discs painted into the background, one row per disc:
-    centre x, y and radius in pixels, then R, G, B.
+    centre x, y and radius in pixels, then R, G, B. ``variant``: the generator variant (its
+    classes, background and noise).
     """
 
     index: int
@@ -179,6 +255,7 @@ class VideoPlan:
     objects: list[ObjectTrack]
     draw_order: list[int] = field(default_factory=list)
     clutter: np.ndarray = field(default_factory=lambda: np.zeros((0, 6)))
+    variant: str = "a"
 
 
 def video_seed(seed: int, index: int) -> int:
@@ -268,19 +345,24 @@ def _mask_extent(shape: str, side: int) -> tuple[float, float, float, float]:
     return cols[0] / s, rows[0] / s, (cols[-1] + 1) / s, (rows[-1] + 1) / s
 
 
-def plan_video(index: int, *, seed: int = 0, classes: int = 4, duration: float = 4.0,
+def plan_video(index: int, *, seed: int = 0, classes: int | None = None, duration: float = 4.0,
                fps: float = 25.0, size: tuple[int, int] = (128, 128), sample_rate: int = 32000,
                distractors: tuple[int, int] = (1, 2),
-               colour_by_class: bool = True, clutter: int = 0) -> VideoPlan:
+               colour_by_class: bool = True, clutter: int = 0, variant: str = "a") -> VideoPlan:
     """The ground truth of video ``index``: label (round-robin), objects and trajectories.
 
     ``size`` is (width, height) in pixels. ``colour_by_class=False`` paints every object in a
     colour drawn from the whole palette, independent of its class, so only shape (and sound)
     tell the classes apart. ``clutter`` static discs (radius ``CLUTTER_RADIUS`` of the short
     side, colour drawn from the whole palette, anywhere in the frame) are drawn from their own
-    random stream, so objects, sound and background do not change with their number. Cheap (no
-    rendering), so meta rows of videos already on disk are recomputed rather than read back.
+    random stream, so objects, sound and background do not change with their number.
+    ``variant`` picks the classes and object sizes (:data:`VARIANTS`); ``classes`` defaults to
+    the variant's. Cheap (no rendering), so meta rows of videos already on disk are recomputed
+    rather than read back.
     """
+    var = get_variant(variant)
+    palette = var.classes
+    classes = var.default_classes if classes is None else classes
     vseed = video_seed(seed, index)
     rng = np.random.default_rng([vseed, 0])
     label = index % classes
@@ -290,7 +372,7 @@ def plan_video(index: int, *, seed: int = 0, classes: int = 4, duration: float =
     k = min(int(rng.integers(lo, hi + 1)), classes - 1)
     others = [c for c in range(classes) if c != label]
     labels = [label] + [int(c) for c in rng.choice(others, size=k, replace=False)]
-    sides = [max(4, round(rng.uniform(*SIZE_RANGE) * min(width, height))) for _ in labels]
+    sides = [max(4, round(rng.uniform(*var.size_range) * min(width, height))) for _ in labels]
     # each canvas is side+1 px (room for the sub-pixel shift) and stays inside the frame
     half = np.array([[(s + 1) / 2 / width, (s + 1) / 2 / height] for s in sides])
     centres, speeds = _trajectories(rng, n, fps, half)
@@ -298,10 +380,10 @@ def plan_video(index: int, *, seed: int = 0, classes: int = 4, duration: float =
     q = SUPERSAMPLE
     for c, side, h, centre, speed in zip(labels, sides, half, centres, speeds):
         xy = np.round((centre - h) * (width, height) * q) / q  # canvas top-left, pixels
-        ex = _mask_extent(CLASSES[c].shape, side)
+        ex = _mask_extent(palette[c].shape, side)
         xyxy = np.concatenate([xy + ex[:2], xy + ex[2:]], 1) / (width, height, width, height)
         jitter = rng.integers(-10, 11, 3)
-        base = CLASSES[c].rgb if colour_by_class else CLASSES[int(rng.integers(MAX_CLASSES))].rgb
+        base = palette[c].rgb if colour_by_class else palette[int(rng.integers(len(palette)))].rgb
         rgb = tuple(int(v) for v in np.clip(np.array(base) + jitter, 0, 255))
         objects.append(ObjectTrack(c, side, rgb, xy, np.clip(xyxy, 0, 1), speed))
     order = [int(i) for i in rng.permutation(len(objects))]
@@ -311,11 +393,12 @@ def plan_video(index: int, *, seed: int = 0, classes: int = 4, duration: float =
     for row in discs:
         y, x = crng.uniform(0, height), crng.uniform(0, width)
         r = crng.uniform(*CLUTTER_RADIUS) * min(width, height)
-        row[:] = (x, y, r, *CLASSES[int(crng.integers(MAX_CLASSES))].rgb)
+        row[:] = (x, y, r, *palette[int(crng.integers(len(palette)))].rgb)
     return VideoPlan(index=index, seed=vseed, label=label, name=video_name(index, label),
                      num_frames=n, fps=fps, width=width, height=height,
                      sample_rate=sample_rate, num_samples=round(duration * sample_rate),
-                     pitch=pitch, objects=objects, draw_order=order, clutter=discs)
+                     pitch=pitch, objects=objects, draw_order=order, clutter=discs,
+                     variant=variant)
 
 
 # --- rendering -----------------------------------------------------------------------------------
@@ -358,6 +441,31 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     return (base + coarse + fine).astype(np.float32)
 
 
+def _background_patterned(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """Coloured, textured background (H, W, 3) float32 (variant "b"): two random colours blended
+    by a random pattern (soft stripes at any angle, a checkerboard or blobs), a colour gradient,
+    coarse colour noise and fine pixel noise. The colours may come close to an object's."""
+    c1, c2 = rng.uniform(20, 235, 3), rng.uniform(20, 235, 3)
+    yy, xx = (np.mgrid[0:height, 0:width] + 0.5) / max(height, width)
+    kind = int(rng.integers(3))
+    if kind == 0:
+        angle, period = rng.uniform(0, np.pi), rng.uniform(0.08, 0.3)
+        m = 0.5 + 0.5 * np.sin(2 * np.pi * (xx * np.cos(angle) + yy * np.sin(angle)) / period
+                               + rng.uniform(0, 2 * np.pi))
+    elif kind == 1:
+        p = rng.uniform(0.06, 0.2)
+        m = ((np.floor(xx / p) + np.floor(yy / p)) % 2).astype(np.float64)
+    else:
+        m = 1 / (1 + np.exp(-3 * _upsample(rng.normal(0, 1, (5, 5, 1)), height, width)[..., 0]))
+    img = c1 + m[..., None] * (c2 - c1)
+    angle = rng.uniform(0, 2 * np.pi)
+    ramp = xx * np.cos(angle) + yy * np.sin(angle) - 0.5
+    img = img + ramp[..., None] * rng.uniform(-60, 60, 3)
+    img = img + _upsample(rng.normal(0, 12, (12, 12, 3)), height, width)
+    img = img + rng.normal(0, 6, (height, width, 3))
+    return np.clip(img, 0, 255).astype(np.float32)
+
+
 def _paint_discs(image: np.ndarray, discs: np.ndarray) -> np.ndarray:
     """``image`` (H, W, 3) float with anti-aliased discs (K, 6) painted over it, in order."""
     h, w = image.shape[:2]
@@ -370,12 +478,15 @@ def _paint_discs(image: np.ndarray, discs: np.ndarray) -> np.ndarray:
 
 def iter_frames(plan: VideoPlan) -> Iterator[np.ndarray]:
     """Yield the plan's frames, each uint8 (H, W, 3) RGB; deterministic for the plan's seed."""
+    var = get_variant(plan.variant)
     rng = np.random.default_rng([plan.seed, 1])
     h, w = plan.height, plan.width
-    bg = _paint_discs(_background(rng, h, w), plan.clutter)
-    noise = rng.normal(0, 4, (8, h, w, 3)).astype(np.float32)  # a bank, drawn per frame
+    background = _background if var.background == "grey" else _background_patterned
+    bg = _paint_discs(background(rng, h, w), plan.clutter)
+    # a bank, drawn per frame
+    noise = rng.normal(0, var.frame_noise, (8, h, w, 3)).astype(np.float32)
     picks = rng.integers(0, len(noise), plan.num_frames)
-    alphas = [_alpha_variants(CLASSES[o.label].shape, o.side) for o in plan.objects]
+    alphas = [_alpha_variants(var.classes[o.label].shape, o.side) for o in plan.objects]
     q = SUPERSAMPLE
     for t in range(plan.num_frames):
         frame = bg + noise[picks[t]]
@@ -427,6 +538,9 @@ def _class_sound(spec: ClassSpec, rng: np.random.Generator, n: int, sr: int, pit
         freq = s["lo"] * pitch * (s["hi"] / s["lo"]) ** saw  # exponential sweep, then reset
         phase = 2 * np.pi * np.cumsum(freq) / sr
         y = np.sin(phase) + 0.3 * np.sin(2 * phase)
+    elif kind == "am":
+        gate = 0.5 + 0.5 * np.cos(2 * np.pi * s["rate"] * t + rng.uniform(0, 2 * np.pi))
+        y = gate ** 2 * np.sin(2 * np.pi * s["f0"] * pitch * t + rng.uniform(0, 2 * np.pi))
     else:
         raise ValueError(f"unknown sound kind {kind!r}")
     return y / max(float(np.sqrt(np.mean(y ** 2))), 1e-8)
@@ -444,7 +558,7 @@ def render_audio(plan: VideoPlan) -> np.ndarray:
     rng = np.random.default_rng([plan.seed, 2])
     n, sr = plan.num_samples, plan.sample_rate
     src = plan.objects[0]
-    y = _class_sound(CLASSES[src.label], rng, n, sr, plan.pitch)
+    y = _class_sound(get_variant(plan.variant).classes[src.label], rng, n, sr, plan.pitch)
     env_t = np.arange(plan.num_frames) / plan.fps
     env = np.interp(np.arange(n) / sr, env_t, loudness(_smooth(src.speed, 1.0)))
     audio = 0.2 * env * y + rng.normal(0, 0.004, n)
@@ -478,7 +592,7 @@ def stratified_split(labels: list[int], classes: int, test_fraction: float, seed
 def _meta_row(plan: VideoPlan, split: str) -> dict[str, Any]:
     boxes = [[round(float(v), 4) for v in box] for box in plan.objects[0].xyxy]
     return {"path": f"videos/{plan.name}.mp4", "label": plan.label,
-            "class_name": CLASSES[plan.label].name, "split": split,
+            "class_name": get_variant(plan.variant).classes[plan.label].name, "split": split,
             "boxes": {"fps": plan.fps, "xyxy": boxes}, "seed": plan.seed,
             "labels_in_view": [o.label for o in plan.objects]}
 
@@ -497,9 +611,11 @@ def _write_one(dst: str, index: int, params: dict[str, Any]) -> tuple[int, float
 
 def _check(num_videos: int, classes: int, duration: float, fps: float, size: tuple[int, int],
            sample_rate: int, test_fraction: float, distractors: tuple[int, int],
-           clutter: int = 0) -> None:
-    if not 2 <= classes <= MAX_CLASSES:
-        raise ValueError(f"classes must be between 2 and {MAX_CLASSES}, got {classes}")
+           clutter: int = 0, variant: str = "a") -> None:
+    n_max = len(get_variant(variant).classes)
+    if not 2 <= classes <= n_max:
+        raise ValueError(f"classes must be between 2 and {n_max} (variant {variant}), "
+                         f"got {classes}")
     if num_videos < classes:
         raise ValueError(f"num_videos ({num_videos}) must be at least classes ({classes})")
     if duration <= 0 or fps <= 0 or round(duration * fps) < 2:
@@ -519,32 +635,38 @@ def _check(num_videos: int, classes: int, duration: float, fps: float, size: tup
         raise ValueError(f"clutter must be >= 0 discs, got {clutter}")
 
 
-def make_synthetic(dst: str | Path, num_videos: int = 200, classes: int = 4, seed: int = 0,
-                   duration: float = 4.0, fps: float = 25.0, size: tuple[int, int] = (128, 128),
-                   sample_rate: int = 32000, test_fraction: float = 0.2,
-                   distractors: tuple[int, int] = (1, 2), colour_by_class: bool = True,
-                   clutter: int = 0, workers: int = 1, progress: bool = True) -> Path:
+def make_synthetic(dst: str | Path, num_videos: int = 200, classes: int | None = None,
+                   seed: int = 0, duration: float = 4.0, fps: float = 25.0,
+                   size: tuple[int, int] = (128, 128), sample_rate: int = 32000,
+                   test_fraction: float = 0.2, distractors: tuple[int, int] = (1, 2),
+                   colour_by_class: bool = True, clutter: int = 0, variant: str = "a",
+                   workers: int = 1, progress: bool = True) -> Path:
     """Generate the dataset into ``dst`` (see the module docstring) and return ``dst``.
 
     ``size`` is (width, height) in pixels, ``duration`` seconds, ``distractors`` the inclusive
-    range of silent objects per video, ``colour_by_class`` and ``clutter`` see
-    :func:`plan_video`. Videos already in ``dst/videos`` are kept (the writer is atomic, so a
-    file there is complete); a ``dst`` made with other settings raises ValueError.
+    range of silent objects per video, ``colour_by_class``, ``clutter`` and ``variant`` see
+    :func:`plan_video` (``classes`` defaults to the variant's: 4 for "a", 6 for "b"). Videos
+    already in ``dst/videos`` are kept (the writer is atomic, so a file there is complete); a
+    ``dst`` made with other settings raises ValueError.
     """
+    var = get_variant(variant)
+    classes = var.default_classes if classes is None else int(classes)
     size = (int(size[0]), int(size[1]))
     distractors = (int(distractors[0]), int(distractors[1]))
     _check(num_videos, classes, duration, fps, size, sample_rate, test_fraction, distractors,
-           clutter)
+           clutter, variant)
     dst = Path(dst)
     params = {"seed": seed, "classes": classes, "duration": duration, "fps": fps,
               "size": size, "sample_rate": sample_rate, "distractors": distractors,
-              "colour_by_class": bool(colour_by_class), "clutter": int(clutter)}
+              "colour_by_class": bool(colour_by_class), "clutter": int(clutter),
+              "variant": variant}
     settings = {**params, "size": list(size), "distractors": list(distractors),
                 "num_videos": num_videos, "test_fraction": test_fraction}
     gen_file = dst / "generator.json"
     if gen_file.is_file():
         # keys added later default to what older files were made with
-        old = {"colour_by_class": True, "clutter": 0, **json.loads(gen_file.read_text())}
+        old = {"colour_by_class": True, "clutter": 0, "variant": "a",
+               **json.loads(gen_file.read_text())}
         if old != settings:
             diff = sorted(k for k in settings.keys() | old.keys() if old.get(k) != settings.get(k))
             raise ValueError(f"{dst} holds a synthetic dataset made with other settings "
@@ -574,7 +696,8 @@ def make_synthetic(dst: str | Path, num_videos: int = 200, classes: int = 4, see
     atomic_write_jsonl(dst / "meta.jsonl", (_meta_row(p, s) for p, s in zip(plans, splits)))
     atomic_write_json(dst / "classes.json", [
         {"index": i, "name": c.name, "shape": c.shape, "colour": c.colour, "rgb": list(c.rgb),
-         "sound": c.description, "sound_params": c.sound} for i, c in enumerate(CLASSES[:classes])])
+         "sound": c.description, "sound_params": c.sound}
+        for i, c in enumerate(var.classes[:classes])])
     return dst
 
 
@@ -597,21 +720,33 @@ def _parse_size(text: str) -> tuple[int, int]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``avssl make-synthetic`` (also used by tools/make_synthetic.py)."""
     parser.add_argument("dst", help="output folder (videos/, meta.jsonl, classes.json)")
-    parser.add_argument("--num-videos", type=int, default=200)
-    parser.add_argument("--classes", type=int, default=4, help=f"2..{MAX_CLASSES}")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--duration", type=float, default=4.0, help="seconds per video")
-    parser.add_argument("--fps", type=float, default=25.0)
-    parser.add_argument("--size", default="128", help="frame size, N or WxH pixels")
-    parser.add_argument("--sample-rate", type=int, default=32000)
-    parser.add_argument("--test-fraction", type=float, default=0.2)
+    parser.add_argument("--num-videos", type=int, default=200, help="(default: %(default)s)")
+    parser.add_argument("--classes", type=int, default=None,
+                        help=f"2..{MAX_CLASSES} for variant a (default 4), 2..{len(CLASSES_B)} "
+                             f"for variant b (default {len(CLASSES_B)})")
+    parser.add_argument("--variant", default="a", choices=sorted(VARIANTS),
+                        help="generator variant: a (the demo's data) or b (other shapes, "
+                             "sizes, colours, sounds and patterned coloured backgrounds; default: "
+                             "%(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    parser.add_argument("--duration", type=float, default=4.0,
+                        help="seconds per video (default: %(default)s)")
+    parser.add_argument("--fps", type=float, default=25.0, help="(default: %(default)s)")
+    parser.add_argument("--size", default="128",
+                        help="frame size, N or WxH pixels (default: %(default)s)")
+    parser.add_argument("--sample-rate", type=int, default=32000,
+                        help="audio samples per second (default: %(default)s)")
+    parser.add_argument("--test-fraction", type=float, default=0.2,
+                        help="share of videos in the test split (default: %(default)s)")
     parser.add_argument("--random-colours", action="store_true",
                         help="colour objects independently of their class (shape and sound "
                              "remain class-specific)")
     parser.add_argument("--clutter", type=int, default=0,
                         help="static silent discs in the palette's colours scattered over the "
-                             "background (colour alone then tells little about the class)")
-    parser.add_argument("--workers", type=int, default=max(1, min(8, os.cpu_count() or 1)))
+                             "background (colour alone then tells little about the class; "
+                             "default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=max(1, min(8, os.cpu_count() or 1)),
+                        help="processes (default: the CPU count, at most 8: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -624,7 +759,8 @@ def run(args: argparse.Namespace) -> int:
                              seed=args.seed, duration=args.duration, fps=args.fps, size=size,
                              sample_rate=args.sample_rate, test_fraction=args.test_fraction,
                              colour_by_class=not args.random_colours, clutter=args.clutter,
-                             workers=args.workers, progress=not args.no_progress)
+                             variant=args.variant, workers=args.workers,
+                             progress=not args.no_progress)
     except ValueError as e:
         print(f"avssl make-synthetic: error: {e}", file=sys.stderr)
         return 2

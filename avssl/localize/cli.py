@@ -13,7 +13,10 @@ aspect kept), so the map covers the whole picture. For each clip: the cosine map
 "no visible source" (confidence below the threshold) or "silent audio" (RMS below
 ``--silence-db``).
 
-The threshold is calibrated on the run's own videos when it can (2+ videos with audio; see
+The confidence (default ``specificity``, see :mod:`avssl.localize.maps`) compares each clip's
+map with the maps of the same frames under other videos' sounds, so it needs 2+ videos with
+audio (at least ``MIN_NULL`` audible windows in the others); a single video falls back to the
+map-only ``contrast``. The threshold is calibrated on the run's own videos when it can (see
 :func:`avssl.localize.maps.calibrate_threshold`), else ``--threshold``, ``--calibration FILE``
 (``summary.json`` of an earlier run) or the uncalibrated default, and is stored in every JSON.
 
@@ -22,10 +25,11 @@ Outputs in ``DIR/<name>/``: ``frame_XX.png`` (``--num-frames`` evenly spaced ove
 audio), ``result.json``; ``DIR/summary.json`` holds the counts per outcome, the calibration and,
 with ground truth (manifest ``boxes`` or ``--boxes FILE``: Flickr XML, VGG-SS JSON, our
 JSON/JSONL), cIoU@0.5 / AUC with the binarization's name beside the whole-image, centre and
-random baselines. Outcomes per video: "localized" (a source in at least one clip),
-"no visible source", "silent audio", "no audio" (no usable audio stream: no heatmap) and
-"failed" (unreadable file: the run goes on). Exit code 0 when at least one video was
-processed, 1 when every video failed, 2 for bad input (one line on stderr).
+random baselines, and how often a clip or video whose source the ground truth shows on
+screen was called "no visible source" (``source_decision``). Outcomes per video: "localized"
+(a source in at least one clip), "no visible source", "silent audio", "no audio" (no usable
+audio stream: no heatmap) and "failed" (unreadable file: the run goes on). Exit code 0 when at
+least one video was processed, 1 when every video failed, 2 for bad input (one line on stderr).
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ from avssl.localize.maps import (
     DECISION_NONE,
     DECISION_SILENT,
     DECISION_SOURCE,
+    MIN_NULL,
+    NULL_PER_CLIP,
     SILENCE_DB,
     Calibration,
     audio_embedding,
@@ -64,9 +70,11 @@ from avssl.localize.maps import (
     cosine_maps,
     decide,
     map_stats,
+    null_specificities,
     peak_location,
     rms_dbfs,
     source_confidence,
+    specificity,
     upsample,
     video_embedding_grid,
 )
@@ -99,7 +107,7 @@ class Options:
     backend: str = "pyav"
     threshold: float | None = None
     calibration_file: str | None = None
-    confidence: str = "contrast"
+    confidence: str = "specificity"
     percentile: float = 95.0
     silence_db: float = SILENCE_DB
     max_seconds: float = 30.0
@@ -113,6 +121,7 @@ class Options:
     write_video: bool = True
     audio_stats: str | None = None
     seed: int = 0
+    progress: bool = True  # a progress bar over the videos (on a terminal)
 
 
 @dataclass
@@ -387,8 +396,8 @@ def load_model(checkpoint: str | Path, device: torch.device | str = "cpu",
     AVID and CMA checkpoints and converted published weights all work.
     """
     from avssl.config import ConfigError, from_dict
-    from avssl.engine.checkpoint import CheckpointError, load_checkpoint, model_state
     from avssl.methods.base import AVEncoders
+    from avssl.utils.checkpoint import CheckpointError, load_checkpoint, model_state
 
     try:
         ckpt = load_checkpoint(checkpoint)
@@ -439,6 +448,7 @@ class Work:
     grid: torch.Tensor | None = None  # (C, D, T', H', W')
     audio_emb: torch.Tensor | None = None  # (C, D)
     silent: np.ndarray | None = None  # (C,) bool
+    confidence: np.ndarray | None = None  # (C,) ``specificity`` (needs the other videos' audio)
 
 
 class Localizer:
@@ -553,22 +563,38 @@ class Localizer:
 # ----------------------------------------------------------------------------------------------
 # Calibration
 # ----------------------------------------------------------------------------------------------
-def mismatched_confidences(works: list[Work], kind: str, per_clip: int = MISMATCHED_PER_CLIP,
-                           seed: int = 0) -> tuple[list[float], list[float]]:
-    """Confidences of every audible clip with its own audio (matched) and with up to
-    ``per_clip`` audible windows of OTHER videos (mismatched), seeded.
-
-    The null hypothesis is a *different* sound: of the other videos' windows, only the less
-    similar half (by cosine of the audio embeddings with the clip's own; at least ``per_clip``
-    windows) are drawn, because a similar sound (the same kind of source) may well have a
-    visible source in these frames.
-    """
-    rng = np.random.default_rng(seed)
+def _audible_pool(works: list[Work]) -> tuple[np.ndarray, torch.Tensor]:
+    """The audible windows of every embedded video: the video owning each (N,) and their audio
+    embeddings (N, D)."""
     pool = [(wi, c) for wi, w in enumerate(works) if w.grid is not None
             for c in np.flatnonzero(~w.silent)]  # type: ignore[operator]
-    owner = np.array([wi for wi, _ in pool])
-    pool_emb = (torch.stack([works[wi].audio_emb[c] for wi, c in pool])  # type: ignore[index]
-                if pool else torch.empty(0))
+    owner = np.array([wi for wi, _ in pool], dtype=np.int64)
+    emb = (torch.stack([works[wi].audio_emb[c] for wi, c in pool])  # type: ignore[index]
+           if pool else torch.empty(0))
+    return owner, emb
+
+
+def _draw_null(rng: np.random.Generator, pool_emb: torch.Tensor, others: np.ndarray,
+               own: torch.Tensor, n: int) -> np.ndarray:
+    """Up to ``n`` pool indices among ``others`` for one clip whose audio embedding is ``own``.
+
+    The null hypothesis is a *different* sound: only the less similar half of ``others`` (by
+    cosine with the clip's own audio; at least ``n`` windows) is drawn from, because a similar
+    sound (the same kind of source) may well have a visible source in these frames.
+    """
+    sim = pool_emb[others] @ own
+    n_keep = max(n, math.ceil(len(others) / 2))
+    keep = others[torch.argsort(sim)[:n_keep].numpy()]
+    return rng.choice(keep, size=min(n, len(keep)), replace=False)
+
+
+def mismatched_confidences(works: list[Work], kind: str, per_clip: int = MISMATCHED_PER_CLIP,
+                           seed: int = 0) -> tuple[list[float], list[float]]:
+    """Map-only confidences (:data:`MAP_CONFIDENCE_KINDS`) of every audible clip with its own
+    audio (matched) and with up to ``per_clip`` audible windows of OTHER videos (mismatched,
+    see :func:`_draw_null`), seeded."""
+    rng = np.random.default_rng(seed)
+    owner, pool_emb = _audible_pool(works)
     matched: list[float] = []
     mismatched: list[float] = []
     for wi, w in enumerate(works):
@@ -580,37 +606,82 @@ def mismatched_confidences(works: list[Work], kind: str, per_clip: int = MISMATC
             matched.append(float(source_confidence(cosine_maps(g, w.audio_emb[c:c + 1]), kind)))
             if not len(others):
                 continue
-            sim = pool_emb[others] @ w.audio_emb[c]
-            n_keep = max(per_clip, math.ceil(len(others) / 2))
-            keep = others[torch.argsort(sim)[:n_keep].numpy()]
-            pick = rng.choice(keep, size=min(per_clip, len(keep)), replace=False)
+            pick = _draw_null(rng, pool_emb, others, w.audio_emb[c], per_clip)
             a = pool_emb[torch.as_tensor(pick)]
             maps = cosine_maps(g.expand(len(pick), *g.shape[1:]), a)
             mismatched += source_confidence(maps, kind).tolist()
     return matched, mismatched
 
 
+def specificity_confidences(works: list[Work], per_clip: int = NULL_PER_CLIP, seed: int = 0
+                            ) -> tuple[list[float], list[float]] | None:
+    """:func:`~avssl.localize.maps.specificity` of every clip against ``per_clip`` audible
+    windows of OTHER videos (:func:`_draw_null`), stored in ``Work.confidence``; returns the
+    audible clips' values (matched) and the leave-one-out values of their null windows
+    (mismatched), or None when a video has fewer than ``MIN_NULL`` other windows to draw."""
+    rng = np.random.default_rng(seed)
+    owner, pool_emb = _audible_pool(works)
+    matched: list[float] = []
+    mismatched: list[float] = []
+    for wi, w in enumerate(works):
+        if w.grid is None:
+            continue
+        others = np.flatnonzero(owner != wi)
+        if len(others) < MIN_NULL:
+            return None
+        aud, silent = w.audio_emb, w.silent
+        assert aud is not None and silent is not None
+        conf = np.zeros(len(w.grid))
+        for c in range(len(w.grid)):  # silent clips too: their entries show a confidence
+            g = w.grid[c:c + 1]
+            pick = _draw_null(rng, pool_emb, others, aud[c], per_clip)
+            null = cosine_maps(g.expand(len(pick), *g.shape[1:]), pool_emb[torch.as_tensor(pick)])
+            conf[c] = specificity(cosine_maps(g, aud[c:c + 1])[0], null)
+            if not silent[c]:
+                matched.append(float(conf[c]))
+                mismatched += null_specificities(null)
+        w.confidence = conf
+    return matched, mismatched
+
+
 def resolve_calibration(works: list[Work], opts: Options) -> Calibration:
-    """``--threshold`` > ``--calibration FILE`` > calibrated on this run > default."""
+    """``--threshold`` > ``--calibration FILE`` > calibrated on this run > default.
+
+    ``specificity`` (the default) needs other videos' audio; with fewer than ``MIN_NULL``
+    audible windows of other videos (a single video) the map-only ``contrast`` is used instead,
+    and the calibration's note says so.
+    """
+    kind, note = opts.confidence, ""
+    scored = None
+    if kind == "specificity":
+        scored = specificity_confidences(works, seed=opts.seed)
+        if scored is None:
+            kind = "contrast"
+            note = (f"confidence 'contrast' instead of 'specificity' (fewer than {MIN_NULL} "
+                    f"audible windows of other videos to compare with)")
     if opts.threshold is not None:
-        return Calibration(float(opts.threshold), opts.confidence, "user",
-                           note="--threshold given on the command line")
-    if opts.calibration_file is not None:
-        return read_calibration(opts.calibration_file, opts.confidence)
-    matched, mismatched = mismatched_confidences(works, opts.confidence, seed=opts.seed)
-    return calibrate_threshold(matched, mismatched, opts.percentile, opts.confidence)
+        cal = Calibration(float(opts.threshold), kind, "user",
+                          note="--threshold given on the command line")
+    elif opts.calibration_file is not None:
+        cal = read_calibration(opts.calibration_file, kind)
+    else:
+        matched, mismatched = scored or mismatched_confidences(works, kind, seed=opts.seed)
+        cal = calibrate_threshold(matched, mismatched, opts.percentile, kind)
+    if note:
+        cal.note = f"{cal.note}; {note}" if cal.note else note
+    return cal
 
 
-def read_calibration(path: str | Path, kind: str) -> Calibration:
+def read_calibration(path: str | Path, kind: str | None) -> Calibration:
     """The calibration stored in an earlier run's ``summary.json`` / ``result.json`` (or a
-    bare calibration dict); its confidence kind must be ``kind``."""
+    bare calibration dict); its confidence kind must be ``kind`` (unless None)."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
         cal = Calibration.from_dict(data.get("calibration", data))
     except (OSError, json.JSONDecodeError, ValueError, AttributeError, TypeError) as e:
         raise LocalizeError(f"--calibration {path}: cannot read a calibration ({e})") from None
-    if cal.kind != kind:
+    if kind is not None and cal.kind != kind:
         raise LocalizeError(f"--calibration {path}: calibrated for confidence {cal.kind!r}, "
                             f"not {kind!r} (pass --confidence {cal.kind})")
     cal.source, cal.note = "file", f"from {path} ({cal.source}: {cal.note})"
@@ -694,7 +765,10 @@ def finish_video(work: Work, loc: Localizer, cal: Calibration, opts: Options,
              for j in range(T)}
     if work.grid is not None:
         maps = cosine_maps(work.grid, work.audio_emb)  # (C, T', H', W')
-        confs = source_confidence(maps, cal.kind).tolist()
+        if cal.kind == "specificity" and work.confidence is not None:
+            confs = work.confidence.tolist()
+        else:
+            confs = source_confidence(maps, cal.kind).tolist()
         peaks = peak_location(maps)
         Tp = maps.shape[1]
         for c, clip in enumerate(work.clips):
@@ -708,6 +782,7 @@ def finish_video(work: Work, loc: Localizer, cal: Calibration, opts: Options,
                 t_mid = (clip["start"] + clip["end"]) / 2
                 pred = upsample(maps[c].mean(0), opts.eval_size).numpy()
                 gt = ann.map_at(t_mid, opts.eval_size, opts.eval_size)
+                entry["source_in_view"] = bool(gt.sum() > 0)
                 if gt.sum() > 0:
                     samples.append((pred, gt))
                     entry["ciou"] = round(float(ciou(binarize(pred, opts.binarization), gt)), 5)
@@ -730,6 +805,13 @@ def finish_video(work: Work, loc: Localizer, cal: Calibration, opts: Options,
         else:
             result["outcome"] = "no visible source"
         result["decisions"] = dict(decisions)
+        in_view = [e for e in result["clips"] if e.get("source_in_view")]
+        if in_view:  # ground truth says the sound's source is on screen in these clips
+            result["source_in_view"] = True
+            audible = [e for e in in_view if e["decision"] != DECISION_SILENT]
+            result["false_no_source_clips"] = sum(e["decision"] == DECISION_NONE
+                                                  for e in audible)
+            result["in_view_audible_clips"] = len(audible)
         scored = [e["ciou"] for e in result["clips"] if "ciou" in e]
         if scored:
             result["ciou"] = {"mean": round(float(np.mean(scored)), 5),
@@ -794,6 +876,31 @@ def _summary_line(r: dict[str, Any]) -> str:
     return text
 
 
+def false_no_source(results: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """How often a sound whose source the ground truth shows on screen is called "no visible
+    source": per video (its outcome; videos with at least one such audible clip) and per
+    audible clip. None when no video has ground truth in view."""
+    videos = [r for r in results if r.get("source_in_view") and r.get("in_view_audible_clips")]
+    if not videos:
+        return None
+    clips = sum(r["in_view_audible_clips"] for r in videos)
+    false_clips = sum(r["false_no_source_clips"] for r in videos)
+    false_videos = sum(r["outcome"] == "no visible source" for r in videos)
+    return {"videos_in_view": len(videos), "false_no_source_videos": false_videos,
+            "false_no_source_video_rate": round(false_videos / len(videos), 5),
+            "clips_in_view": clips, "false_no_source_clips": false_clips,
+            "false_no_source_clip_rate": round(false_clips / clips, 5)}
+
+
+def format_false_no_source(d: dict[str, Any]) -> str:
+    """One line for :func:`false_no_source`'s dict."""
+    return (f"false \"no visible source\" with the source in view (ground truth): "
+            f"{d['false_no_source_videos']}/{d['videos_in_view']} videos "
+            f"({100 * d['false_no_source_video_rate']:.1f} %), "
+            f"{d['false_no_source_clips']}/{d['clips_in_view']} clips "
+            f"({100 * d['false_no_source_clip_rate']:.1f} %)")
+
+
 def _safe_name(name: str) -> str:
     """A relative folder name inside the output folder for any item name (an absolute id or
     one with ``..`` must not write outside it)."""
@@ -830,7 +937,8 @@ def localize(source: str | Path, checkpoint: str | Path, out: str | Path,
     if opts.num_frames < 1 or opts.max_seconds <= 0 or opts.eval_size < 8:
         raise LocalizeError("--num-frames must be >= 1, --max-seconds > 0, --eval-size >= 8")
     if opts.calibration_file is not None and opts.threshold is None:
-        read_calibration(opts.calibration_file, opts.confidence)  # fail early
+        # fail early; the kind is checked once known (specificity may fall back to contrast)
+        read_calibration(opts.calibration_file, None)
     items = collect_inputs(source, boxes)
     device = torch.device(opts.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     encoders, cfg = load_model(checkpoint, device, opts.audio_stats)
@@ -840,7 +948,10 @@ def localize(source: str | Path, checkpoint: str | Path, out: str | Path,
     t0 = time.perf_counter()
     works = []
     try:
-        for item, d in zip(items, _unique_dirs(items, out)):
+        from tqdm import tqdm
+
+        for item, d in tqdm(list(zip(items, _unique_dirs(items, out))), desc="localize",
+                            unit="video", leave=False, disable=None if opts.progress else True):
             works.append(loc.process(item, d))
         cal = resolve_calibration(works, opts)
         text = f"confidence threshold {cal.threshold:.4f} ({cal.kind}, {cal.source}"
@@ -880,6 +991,9 @@ def localize(source: str | Path, checkpoint: str | Path, out: str | Path,
         table = evaluate_with_baselines(pred, gt, opts.binarization, seed=opts.seed)
         summary["localization"] = table
         log(format_table(table))
+    summary["source_decision"] = false_no_source(results)
+    if summary["source_decision"] is not None:
+        log(format_false_no_source(summary["source_decision"]))
     atomic_write_json(out / "summary.json", summary)
     log("summary: " + ", ".join(f"{k} {v}" for k, v in summary["counts"].items() if v)
         + f" ({len(results)} videos, {summary['seconds']:.1f} s) -> {out}")
@@ -893,28 +1007,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``avssl localize``."""
     d = Options()
     parser.add_argument("input", help="a video file, a folder of videos, or a manifest.jsonl")
-    parser.add_argument("--checkpoint", required=True, help="avssl checkpoint (.pt)")
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--checkpoint", required=True, help="avssl checkpoint (.pt) (required)")
+    parser.add_argument("--out", required=True, help="output folder (required)")
     parser.add_argument("--boxes", help="ground truth: folder of Flickr XML, VGG-SS JSON list, "
-                                        "our JSON {name: {fps, xyxy}} or a meta/manifest JSONL")
+                                        "our JSON {name: {fps, xyxy}} or a meta/manifest JSONL "
+                                        "(default: the manifest's boxes, else none)")
     parser.add_argument("--binarization", default=d.binarization, choices=BINARIZATIONS,
                         help="how maps become masks for cIoU (default %(default)s)")
     parser.add_argument("--num-frames", type=int, default=d.num_frames,
                         help="overlay PNGs per video, evenly spaced (default %(default)s)")
     parser.add_argument("--backend", default=d.backend, choices=("pyav", "decord"),
-                        help="decoder of prepared (manifest) videos; raw files always use PyAV")
-    parser.add_argument("--threshold", type=float, help="fixed confidence threshold "
-                                                        "(skips calibration)")
+                        help="decoder of prepared (manifest) videos; raw files always use PyAV "
+                             "(default %(default)s)")
+    parser.add_argument("--threshold", type=float, help="fixed confidence threshold, skips "
+                                                        "calibration (default: calibrated on "
+                                                        "the run's videos)")
     parser.add_argument("--calibration", dest="calibration_file",
-                        help="reuse the threshold of an earlier run's summary.json")
+                        help="reuse the threshold of an earlier run's summary.json (default: "
+                             "calibrate on the run's videos)")
     parser.add_argument("--confidence", default=d.confidence, choices=CONFIDENCE_KINDS,
                         help="map confidence measure (default %(default)s)")
     parser.add_argument("--percentile", type=float, default=d.percentile,
-                        help="percentile of mismatched-audio confidences used as threshold")
+                        help="percentile of mismatched-audio confidences used as threshold "
+                             "(default %(default)s)")
     parser.add_argument("--silence-db", type=float, default=d.silence_db,
-                        help="audio windows below this RMS level (dBFS) are silent")
+                        help="audio windows below this RMS level (dBFS) are silent "
+                             "(default %(default)s)")
     parser.add_argument("--max-seconds", type=float, default=d.max_seconds,
-                        help="localize only the first N seconds of each video")
+                        help="localize only the first N seconds of each video "
+                             "(default %(default)s)")
     parser.add_argument("--short-side", type=int, help="model input short side in pixels "
                                                        "(default: the model's data.video.resize)")
     parser.add_argument("--max-size", type=int, default=d.max_size,
@@ -924,14 +1045,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "default %(default)s)")
     parser.add_argument("--eval-size", type=int, default=d.eval_size,
                         help="ground-truth grid for cIoU (default %(default)s)")
-    parser.add_argument("--alpha", type=float, default=d.alpha, help="heatmap opacity")
-    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--alpha", type=float, default=d.alpha,
+                        help="heatmap opacity (default %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size,
+                        help="clips per forward pass (default %(default)s)")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--audio-stats", help="per-bin audio statistics (.npz) when the "
-                                              "checkpoint's path does not exist here")
+                                              "checkpoint's path does not exist here (default: "
+                                              "the checkpoint's data.audio.stats)")
     parser.add_argument("--no-video", dest="write_video", action="store_false",
-                        help="do not write overlay.mp4")
-    parser.add_argument("--seed", type=int, default=d.seed)
+                        help="do not write overlay.mp4 (default: written)")
+    parser.add_argument("--seed", type=int, default=d.seed,
+                        help="seed of the mismatched-audio sampling and the random-box "
+                             "baseline (default %(default)s)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false",
+                        help="no progress bar (default: a bar on a terminal)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +28,7 @@ from avssl.data.synthetic import (
     video_seed,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = {"num_videos": 8, "classes": 4, "seed": 3, "duration": 2.0, "fps": 25.0,
             "size": (96, 96), "sample_rate": 16000, "distractors": (1, 2)}
 PLAN_KEYS = ("seed", "classes", "duration", "fps", "size", "sample_rate", "distractors")
@@ -358,3 +360,130 @@ def test_clutter_discs_are_static_silent_and_leave_the_rest_alone(tmp_path: Path
     with pytest.raises(ValueError, match="clutter"):
         make_synthetic(d, progress=False, **small)
 
+
+
+# --- variant "b": an independent generator ------------------------------------------------------
+
+
+def _saturation(img: np.ndarray) -> float:
+    """Mean (max - min) over RGB channels: 0 for greys."""
+    x = img.astype(np.float32)
+    return float((x.max(-1) - x.min(-1)).mean())
+
+
+def test_variant_b_shares_no_class_with_a_and_its_classes_are_distinct() -> None:
+    from avssl.data.synthetic import CLASSES_B, VARIANTS
+
+    assert VARIANTS["a"].classes == CLASSES and VARIANTS["b"].classes == CLASSES_B
+    assert len(CLASSES_B) == 6 == VARIANTS["b"].default_classes
+    for key in ("name", "shape", "colour"):
+        assert not {getattr(c, key) for c in CLASSES} & {getattr(c, key) for c in CLASSES_B}
+    assert not {json.dumps(c.sound, sort_keys=True) for c in CLASSES} \
+        & {json.dumps(c.sound, sort_keys=True) for c in CLASSES_B}
+    masks = [shape_mask(c.shape, 64) for c in CLASSES_B]
+    for i, a in enumerate(masks):
+        assert 0.3 < a.mean() <= 1
+        for b in masks[i + 1:]:
+            assert (a & b).sum() / (a | b).sum() < 0.85
+    rgb = np.array([c.rgb for c in CLASSES_B], float)
+    d = np.linalg.norm(rgb[:, None] - rgb[None], axis=-1) + np.eye(len(rgb)) * 1e3
+    assert d.min() > 70
+    # each clip's nearest neighbour (log band energies) is a clip of its own class
+    feats, labels = [], []
+    edges = np.geomspace(60, 7900, 33)
+    f = np.fft.rfftfreq(16000, 1 / 16000)
+    for i in range(12):
+        plan = _plan(i, classes=6, duration=1.0, variant="b")
+        spec = _spectrum(render_audio(plan)) ** 2
+        bands = [spec[(f >= lo) & (f < hi)].sum() for lo, hi in itertools.pairwise(edges)]
+        feats.append(np.log(np.array(bands) + 1e-6))
+        labels.append(plan.label)
+    feats = np.array(feats)
+    dist = np.linalg.norm(feats[:, None] - feats[None], axis=-1)
+    np.fill_diagonal(dist, np.inf)
+    assert [labels[j] for j in dist.argmin(1)] == labels
+
+
+def test_variant_b_sizes_backgrounds_and_noise_differ_from_a() -> None:
+    """Objects span a wider range of sizes (smaller and larger than in "a"), always whole in
+    view; backgrounds are coloured and patterned; frame noise is stronger."""
+    sides = {"a": [], "b": []}
+    stats = {"a": [], "b": []}
+    for variant in ("a", "b"):
+        for i in range(24):
+            plan = plan_video(i, duration=0.4, variant=variant, size=(96, 96))
+            assert plan.label == i % (4 if variant == "a" else 6)
+            for o in plan.objects:
+                sides[variant].append(o.side / 96)
+                assert (o.xyxy >= 0).all() and (o.xyxy <= 1).all()
+                size = o.xyxy[:, 2:] - o.xyxy[:, :2]  # constant: never cut by the frame edge
+                assert np.ptp(size, axis=0).max() < 1e-9
+            if i >= 8:
+                continue
+            bare = dataclasses.replace(plan, draw_order=[])  # background and noise only
+            frames = render_frames(bare).astype(np.float32)
+            still = frames.mean(0)
+            stats[variant].append((_saturation(still), float(still.std((0, 1)).mean()),
+                                   float((frames - still).std())))
+    assert min(sides["b"]) < 0.2 < 0.23 < min(sides["a"])
+    assert max(sides["b"]) > 0.36 > 0.33 > max(sides["a"])
+    (sat_a, tex_a, noise_a), (sat_b, tex_b, noise_b) = (np.mean(stats[v], 0) for v in "ab")
+    assert sat_b > 3 * sat_a and sat_b > 40, (sat_a, sat_b)
+    assert tex_b > 2 * tex_a, (tex_a, tex_b)
+    assert noise_b > 2 * noise_a, (noise_a, noise_b)
+
+
+def test_variant_b_boxes_hold_the_sounding_object() -> None:
+    """Rendered without the sounding object, a frame changes only inside that object's box
+    (one pixel of slack for anti-aliasing), and there over a good part of the box."""
+    for i in range(6):
+        plan = plan_video(i, duration=0.4, variant="b", size=(96, 96))
+        with_src = render_frames(plan).astype(int)
+        without = render_frames(dataclasses.replace(plan, draw_order=[k for k in plan.draw_order
+                                                                 if k != 0])).astype(int)
+        changed = np.abs(with_src - without).max(-1) > 0
+        for t in range(0, len(changed), 3):
+            x0, y0, x1, y1 = plan.objects[0].xyxy[t] * 96
+            box = np.zeros((96, 96), bool)
+            box[max(0, int(y0) - 1):math.ceil(y1) + 1, max(0, int(x0) - 1):math.ceil(x1) + 1] = True
+            assert not changed[t][~box].any(), (i, t)
+            inner = np.zeros((96, 96), bool)
+            inner[math.ceil(y0):int(y1), math.ceil(x0):int(x1)] = True
+            # drawn over by a later object in part, but never wholly hidden in these videos
+            assert changed[t][inner].mean() > 0.1, (i, t)
+
+
+def test_variant_b_files_meta_and_generator_record(tmp_path: Path) -> None:
+    from avssl.data.synthetic import CLASSES_B
+
+    small = {**SETTINGS, "num_videos": 6, "duration": 0.4, "classes": None}
+    d = make_synthetic(tmp_path / "b", progress=False, variant="b", **small)
+    gen = json.loads((d / "generator.json").read_text())
+    assert gen["variant"] == "b" and gen["classes"] == 6
+    names = [c["name"] for c in json.loads((d / "classes.json").read_text())]
+    assert names == [c.name for c in CLASSES_B]
+    meta = [json.loads(line) for line in (d / "meta.jsonl").read_text().splitlines()]
+    assert [r["label"] for r in meta] == list(range(6))
+    for i, row in enumerate(meta):
+        assert row["class_name"] == CLASSES_B[row["label"]].name
+        plan = _plan(i, classes=6, duration=0.4, variant="b")
+        np.testing.assert_allclose(row["boxes"]["xyxy"], plan.objects[0].xyxy, atol=6e-5)
+        with av.open(str(d / row["path"])) as c:
+            assert sum(1 for _ in c.decode(video=0)) == 10
+    # a folder of variant "b" is not resumed as variant "a" (or the other way round)
+    with pytest.raises(ValueError, match="variant"):
+        make_synthetic(d, progress=False, **small)
+    a = make_synthetic(tmp_path / "a", progress=False, **small)
+    assert json.loads((a / "generator.json").read_text())["variant"] == "a"
+    assert json.loads((a / "generator.json").read_text())["classes"] == 4
+
+
+def test_variant_b_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = [str(tmp_path / "d"), "--no-progress", "--variant", "b", "--duration", "0.4",
+            "--size", "64", "--workers", "1"]
+    assert run(parser.parse_args([*args, "--classes", "7"])) == 2
+    assert "between 2 and 6" in capsys.readouterr().err
+    assert run(parser.parse_args([*args, "--num-videos", "6"])) == 0
+    assert json.loads((tmp_path / "d" / "generator.json").read_text())["variant"] == "b"

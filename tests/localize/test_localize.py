@@ -17,7 +17,6 @@ from torch import nn
 from avssl.config import from_dict, to_dict
 from avssl.data.manifest import write_manifest
 from avssl.data.writer import write_av
-from avssl.engine.checkpoint import save_checkpoint
 from avssl.localize import cli
 from avssl.localize.maps import (
     DECISION_NONE,
@@ -26,13 +25,18 @@ from avssl.localize.maps import (
     Calibration,
     auroc,
     calibrate_threshold,
+    cosine_maps,
     decide,
     localization_maps,
+    null_specificities,
     peak_location,
     rms_dbfs,
     source_confidence,
+    specificity,
+    standardized_map,
     upsample,
 )
+from avssl.utils.checkpoint import save_checkpoint
 from avssl.viz.overlay import colormap_lut, contact_sheet, draw_label, overlay, write_overlay_video
 
 # --- maps from a model built so that one location matches the audio ---------------------------
@@ -252,8 +256,17 @@ def test_cli_folder_with_boxes_no_audio_and_corrupt(tmp_path, checkpoint, synthe
     assert summary["counts"]["localized"] + summary["counts"]["no visible source"] == 2
     assert "broken: failed" in log and "sub/noaudio: no audio" in log
     # two videos with audio, 4 clips each, 4 mismatched windows per clip: calibrated
+    # (specificity: each of the 8 clips against the other video's 4 windows, leave one out)
     cal = summary["calibration"]
     assert cal["source"] == "calibrated" and cal["n_mismatched"] == 32
+    assert cal["kind"] == "specificity"
+    # both synthetic videos show their sounding object throughout
+    dec = summary["source_decision"]
+    assert dec["videos_in_view"] == 2 and dec["clips_in_view"] == 8
+    assert dec["false_no_source_videos"] == summary["counts"]["no visible source"]
+    assert dec["false_no_source_clip_rate"] == pytest.approx(dec["false_no_source_clips"] / 8,
+                                                             abs=1e-5)
+    assert 'false "no visible source" with the source in view' in log
     loc = summary["localization"]
     assert set(loc) == {"model", "whole_image", "center", "random"}
     assert loc["model"]["n"] == 8 and loc["model"]["binarization"] == "top50"
@@ -265,6 +278,10 @@ def test_cli_folder_with_boxes_no_audio_and_corrupt(tmp_path, checkpoint, synthe
     for c in res["clips"]:
         assert {"start", "end", "confidence", "peak", "decision", "map_stats", "ciou"} <= set(c)
         assert c["decision"] in (DECISION_SOURCE, DECISION_NONE)
+        assert c["source_in_view"] is True
+    assert res["source_in_view"] is True and res["in_view_audible_clips"] == 4
+    assert res["false_no_source_clips"] == sum(c["decision"] == DECISION_NONE
+                                               for c in res["clips"])
     for k in range(3):  # the 64x64 source is drawn at the 256 px minimum display size
         with av.open(str(out / "c0_00000" / f"frame_{k:02d}.png")) as c:
             f = next(c.decode(video=0))
@@ -304,6 +321,12 @@ def test_cli_manifest_silent_audio_and_threshold(tmp_path, checkpoint):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["counts"]["localized"] == 1 and summary["counts"]["silent audio"] == 1
     assert summary["calibration"]["source"] == "user"
+    # one audible video: no other sounds to compare with, so the map-only contrast decides
+    assert summary["calibration"]["kind"] == "contrast"
+    # the silent video's in-view source is not a false "no visible source"
+    assert summary["source_decision"] == {
+        "videos_in_view": 1, "false_no_source_videos": 0, "false_no_source_video_rate": 0.0,
+        "clips_in_view": 4, "false_no_source_clips": 0, "false_no_source_clip_rate": 0.0}
     assert summary["localization"]["model"]["binarization"] == "fixed"
     assert summary["localization"]["center"]["n"] == 8
     quiet = json.loads((out / "quiet" / "result.json").read_text())
@@ -371,3 +394,97 @@ def test_calibration_null_draws_different_sounds() -> None:
     assert matched == pytest.approx([0.75] * 6)
     # 3 of the 5 other windows are kept (the other sound kind), 2 drawn per clip: all flat maps
     assert len(mismatched) == 12 and mismatched == pytest.approx([0.0] * 12)
+
+
+# --- the specificity decision: each clip against other sounds on its own frames ----------------
+
+def test_specificity_hand_computed() -> None:
+    # null: two sounds on a 1 x 2 grid; mean map [0.5, 0.2], variance [0.01, 0.04] -> spread
+    # sqrt(0.025); the own map beats the null mean by 0.3 at the first location
+    null = torch.tensor([[[0.4, 0.0]], [[0.6, 0.4]]])
+    own = torch.tensor([[0.8, 0.2]])
+    z = standardized_map(own, null)
+    assert z.tolist() == [[pytest.approx(0.3 / 0.025 ** 0.5), pytest.approx(0.0, abs=1e-6)]]
+    assert specificity(own, null) == pytest.approx(0.3 / 0.025 ** 0.5)
+    # leave one out, with a third null map [0.5, 0.2]: against the two others, map 0 has
+    # spread sqrt((0.0025 + 0.01) / 2) and lies [-0.15, -0.3] from their mean, map 1 the same
+    # spread and [+0.15, +0.3], map 2 exactly on the mean of maps 0 and 1
+    three = torch.cat([null, torch.tensor([[[0.5, 0.2]]])])
+    assert null_specificities(three) == pytest.approx([-0.15 / 0.00625 ** 0.5,
+                                                       0.3 / 0.00625 ** 0.5, 0.0], abs=1e-5)
+    flat = torch.zeros(3, 1, 2)
+    assert specificity(torch.zeros(1, 2), flat) == 0.0  # no sound moves anything: no score
+    with pytest.raises(ValueError, match="null maps"):
+        standardized_map(own, null[:1])
+    with pytest.raises(ValueError, match="needs null maps"):
+        source_confidence(own[None], "specificity")
+
+
+def _toy_works(n_videos: int = 12, clips: int = 4, offscreen: tuple[int, ...] = ()
+               ) -> list[cli.Work]:
+    """Videos on a 3 x 3 grid, sound kinds 0-3 (video v: kind v % 4), each showing its kind's
+    source at one location. Every sound shares one direction (think "loud", "object-like"), and
+    the odd videos have a location with that direction strongly (a textured patch, a salient
+    object): on those frames every sound's map peaks there. ``offscreen`` videos play a sound
+    of another kind, with no source in view."""
+    g = torch.Generator().manual_seed(0)
+    e = torch.eye(8)
+    works = []
+    for v in range(n_videos):
+        kind = v % 4
+        grid = 0.2 * torch.randn(clips, 8, 1, 3, 3, generator=g)
+        grid[:, 5] += 1.0  # background
+        src = (5 * v) % 9
+        grid[:, kind, 0, src // 3, src % 3] += 1.5
+        if v % 2:
+            tex = (src + 4) % 9
+            grid[:, 4, 0, tex // 3, tex % 3] += 3.0
+        sound = (kind + 2) % 4 if v in offscreen else kind
+        audio = e[sound] + 0.9 * e[4] + 0.1 * torch.randn(clips, 8, generator=g)
+        w = cli.Work(cli.Item(f"v{v}", Path(f"v{v}.mp4")), Path("unused"))
+        w.grid = torch.nn.functional.normalize(grid, dim=1)
+        w.audio_emb = torch.nn.functional.normalize(audio, dim=1)
+        w.silent, w.clips = np.zeros(clips, bool), [{} for _ in range(clips)]
+        works.append(w)
+    return works
+
+
+def test_specificity_holds_where_a_pooled_threshold_fails() -> None:
+    """On frames where every sound's map peaks (odd videos), a map-only confidence calibrated
+    on pooled mismatched pairs calls nearly every in-view source "no visible source", on the
+    plain frames as well (the pooled threshold is set by the peaked frames). Specificity
+    compares each clip with other sounds on the same frames: in-view sources pass, off-screen
+    sounds mostly do not."""
+    offscreen = (4, 9)
+    works = _toy_works(offscreen=offscreen)
+    in_view = [w for v, w in enumerate(works) if v not in offscreen]
+
+    matched, mismatched = cli.mismatched_confidences(works, "contrast")
+    pooled = calibrate_threshold(matched, mismatched, kind="contrast")
+    conf = [source_confidence(cosine_maps(w.grid, w.audio_emb), "contrast") for w in in_view]
+    assert np.mean([float(c) >= pooled.threshold for cs in conf for c in cs]) < 0.2
+
+    matched, mismatched = cli.specificity_confidences(works)
+    cal = calibrate_threshold(matched, mismatched, kind="specificity")
+    assert cal.source == "calibrated" and cal.n_mismatched == 48 * 32
+    assert cal.auroc > 0.85  # the off-screen clips count as matched here
+    calls = {v: [decide(c, -20.0, cal) for c in w.confidence] for v, w in enumerate(works)}
+    hits = [d == DECISION_SOURCE for v, ds in calls.items() if v not in offscreen for d in ds]
+    assert np.mean(hits) > 0.9
+    false = [d == DECISION_SOURCE for v in offscreen for d in calls[v]]
+    assert np.mean(false) <= 0.25
+    assert all(decide(c, -75.0, cal) == DECISION_SILENT for c in works[0].confidence)
+
+
+def test_specificity_falls_back_to_contrast_without_other_sounds() -> None:
+    works = _toy_works(n_videos=1)
+    assert cli.specificity_confidences(works) is None
+    cal = cli.resolve_calibration(works, cli.Options())
+    assert cal.kind == "contrast" and cal.source == "default"
+    assert "instead of 'specificity'" in cal.note
+    cal = cli.resolve_calibration(works, cli.Options(threshold=0.1))
+    assert (cal.kind, cal.source, cal.threshold) == ("contrast", "user", 0.1)
+    # with other videos, --threshold applies to specificity (and confidences are computed)
+    works = _toy_works(n_videos=3)
+    cal = cli.resolve_calibration(works, cli.Options(threshold=2.0))
+    assert cal.kind == "specificity" and all(w.confidence is not None for w in works)
