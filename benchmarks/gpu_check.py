@@ -59,7 +59,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # runnable as `python benchmarks/gpu_check.py` without install
     sys.path.insert(0, str(ROOT))
 
-# Only these avssl modules: none of them reaches the decoders (tests/engine/test_gpu_check.py checks).
+# Only these avssl modules: none reaches the decoders (tests/engine/test_gpu_check.py checks).
 from avssl import config as avconfig  # noqa: E402
 from avssl.engine.device import autocast, channels_last_, move, resolve_precision  # noqa: E402
 from avssl.engine.optim import build_optimizer  # noqa: E402
