@@ -143,24 +143,10 @@ def _usage_error(msg: str) -> Exception:
 def load_video_encoder(checkpoint: str | Path) -> tuple[torch.nn.Module, Any]:
     """The video encoder of one of our checkpoints (only ``encoders.video.*`` keys) and the
     checkpoint's Config."""
-    from avssl.config import from_dict
-    from avssl.models import build_video_encoder
-    from avssl.utils.checkpoint import CheckpointError, load_checkpoint, model_state
+    from avssl.models.loading import load_encoders
 
-    ckpt = load_checkpoint(checkpoint)  # a dict with 'model' and 'config', or CheckpointError
-    cfg = from_dict(ckpt["config"], src=f"{checkpoint} (config)", require_paths=False)
-    cfg.model.video.pretrained = None  # the checkpoint holds the weights
-    prefix = "encoders.video."
-    state = {k[len(prefix):]: v for k, v in model_state(ckpt).items() if k.startswith(prefix)}
-    if not state:
-        raise CheckpointError(f"{checkpoint}: no {prefix}* weights in the checkpoint")
-    enc = build_video_encoder(cfg.model.video)
-    try:
-        enc.load_state_dict(state)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise CheckpointError(f"{checkpoint}: weights do not fit the config ({first})") from None
-    return enc, cfg
+    modules, cfg = load_encoders(checkpoint, ["video"])
+    return modules["video"], cfg
 
 
 def _features(encoder: torch.nn.Module, cfg: Any, layers: tuple[str, ...], identity: str,

@@ -45,7 +45,6 @@ from avssl.config import (
 from avssl.engine.optim import build_optimizer, build_scheduler
 from avssl.models.heads import LinearClassifier
 from avssl.utils.atomic import atomic_write_json
-from avssl.utils.checkpoint import CheckpointError, load_checkpoint, model_state
 
 log = logging.getLogger(__name__)
 S = TypeVar("S")
@@ -105,37 +104,14 @@ def load_eval_config(path: str | Path, overrides: list[str] | tuple[str, ...],
     return cfg, out
 
 
-def encoder_config(cfg: Config, ckpt: dict[str, Any] | None) -> Config:
-    """``cfg`` with the model section of the checkpoint's config (the architecture the
-    weights were trained with); ``cfg`` unchanged without a checkpoint or a config in it."""
-    if ckpt is None or not isinstance(ckpt.get("config"), dict) or "model" not in ckpt["config"]:
-        return cfg
-    model = from_dict({"model": ckpt["config"]["model"]}, Config, "checkpoint config",
-                      require_paths=False).model
-    return dataclasses.replace(cfg, model=model)
-
-
 def load_encoder(cfg: Config, checkpoint: str | Path | None, modality: str) -> nn.Module:
-    """The ``video`` or ``audio`` encoder of :class:`~avssl.methods.base.AVEncoders`, with the
-    ``encoders.<modality>.*`` weights of ``checkpoint`` (random init when None)."""
-    from avssl.methods.base import AVEncoders
+    """The ``video`` or ``audio`` encoder with the ``encoders.<modality>.*`` weights of
+    ``checkpoint`` (random init from ``cfg.model`` when None). The checkpoint's own model
+    section describes its weights; without a ``config`` in it, ``cfg.model`` does."""
+    from avssl.models.loading import load_encoders
 
-    # 'config' optional: without it the eval config's model section describes the weights
-    ckpt = load_checkpoint(checkpoint, require=("model",)) if checkpoint else None
-    enc = AVEncoders(encoder_config(cfg, ckpt))
-    module = getattr(enc, modality)
-    if ckpt is not None:
-        prefix = f"encoders.{modality}."
-        state = {k[len(prefix):]: v for k, v in model_state(ckpt).items() if k.startswith(prefix)}
-        if not state:
-            raise CheckpointError(f"{checkpoint}: no '{prefix}*' weights in the checkpoint")
-        try:
-            module.load_state_dict(state, strict=True)
-        except RuntimeError as e:  # PyTorch lists every key: the first line says enough
-            first = str(e).strip().splitlines()[0]
-            raise CheckpointError(f"{checkpoint}: weights do not fit the config ({first})"
-                                  ) from None
-    return module
+    modules, _ = load_encoders(checkpoint, [modality], model=cfg.model, require_config=False)
+    return modules[modality]
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:

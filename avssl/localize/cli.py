@@ -395,37 +395,25 @@ def load_model(checkpoint: str | Path, device: torch.device | str = "cpu",
     Only the ``encoders.*`` weights are used (memory banks and optimizer state are ignored), so
     AVID and CMA checkpoints and converted published weights all work.
     """
-    from avssl.config import ConfigError, from_dict
     from avssl.methods.base import AVEncoders
-    from avssl.utils.checkpoint import CheckpointError, load_checkpoint, model_state
+    from avssl.models.loading import PARTS, load_encoders
+    from avssl.utils.checkpoint import CheckpointError
 
     try:
-        ckpt = load_checkpoint(checkpoint)
+        parts, cfg = load_encoders(checkpoint, PARTS)
     except CheckpointError as e:
         raise LocalizeError(str(e)) from None
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict):
-        raise LocalizeError(f"{checkpoint}: checkpoint has no 'config' (not written by avssl "
-                            "train or avssl convert)")
-    try:
-        cfg = from_dict(ckpt["config"], src=f"{checkpoint} (config)", require_paths=False)
-    except ConfigError as e:
-        raise LocalizeError(str(e)) from None
-    cfg.model.video.pretrained = cfg.model.audio.pretrained = None  # the checkpoint has them
+    assert cfg is not None  # load_encoders requires a config by default
     if audio_stats is not None:
         cfg.data.audio.stats = audio_stats
     if cfg.data.audio.stats and not Path(cfg.data.audio.stats).is_file():
         raise LocalizeError(f"{checkpoint}: the model's audio statistics "
                             f"{cfg.data.audio.stats} are missing (pass --audio-stats FILE)")
-    state = {k[len("encoders."):]: v for k, v in model_state(ckpt).items()
-             if k.startswith("encoders.")}
-    if not state:
-        raise LocalizeError(f"{checkpoint}: no encoders.* weights in the checkpoint")
-    try:
+    cfg.model.video.pretrained = cfg.model.audio.pretrained = None  # the checkpoint has them
+    with torch.device("meta"):  # no weights: every part is replaced by a loaded one
         enc = AVEncoders(cfg)
-        enc.load_state_dict(state)
-    except (RuntimeError, ConfigError) as e:
-        first = str(e).strip().splitlines()[0]
-        raise LocalizeError(f"{checkpoint}: weights do not fit the config ({first})") from None
+    for name, module in parts.items():
+        setattr(enc, name, module)
     return enc.eval().to(device), cfg
 
 
