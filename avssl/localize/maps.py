@@ -39,7 +39,6 @@ trained model and are labelled as such in every output.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -48,6 +47,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from avssl.data.level import rms_dbfs
 
 #: ``specificity`` needs null maps (other sounds on the same frames); the others a map only
 CONFIDENCE_KINDS = ("specificity", "contrast", "zscore", "peak", "slavc")
@@ -60,7 +61,6 @@ NULL_PER_CLIP = 32  # other-sound windows paired with each clip for ``specificit
 MIN_NULL = 4  # fewer null windows for a clip than this: ``specificity`` cannot be computed
 MIN_NULL_STD = 1e-3  # floor of a location's null standard deviation (cosine units)
 SILENCE_DB = -60.0
-RMS_FLOOR_DB = -120.0
 DEFAULT_PERCENTILE = 95.0
 MIN_MISMATCHED = 20  # fewer mismatched confidences than this: no calibration
 
@@ -219,15 +219,6 @@ def peak_location(maps: Tensor) -> list[dict[str, float]]:
         out.append({"t": ti, "h": hi, "w": wi, "value": float(v),
                     "x": (wi + 0.5) / w, "y": (hi + 0.5) / h})
     return out
-
-
-def rms_dbfs(wave: np.ndarray | Tensor) -> float:
-    """RMS level of float samples (full scale 1.0) in dBFS, floored at -120 (digital silence)."""
-    x = np.asarray(wave, dtype=np.float64).reshape(-1)
-    if x.size == 0:
-        return RMS_FLOOR_DB
-    ms = float(np.mean(np.square(x)))
-    return max(RMS_FLOOR_DB, 10.0 * math.log10(ms)) if ms > 0 else RMS_FLOOR_DB
 
 
 def is_silent(wave: np.ndarray | Tensor, silence_db: float = SILENCE_DB) -> bool:

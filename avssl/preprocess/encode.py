@@ -21,6 +21,7 @@ import numpy as np
 import soundfile as sf
 from av.video.frame import PictureType
 
+from avssl.data.level import rms_dbfs
 from avssl.preprocess.probe import choose_audio_stream, choose_video_stream, output_size
 from avssl.utils.atomic import atomic_path
 
@@ -28,7 +29,6 @@ CRF = "20"  # visually transparent at training resolutions; x264's default is 23
 PRESET = "veryfast"  # most of the speed of ultrafast at clearly smaller files
 REORDER_WINDOW = 8  # decoded frames held back to sort timestamps (AVI packed B-frames)
 AUDIO_GAP_S = 0.05  # a hole in audio timestamps longer than this is filled with silence
-RMS_FLOOR_DB = -120.0
 
 
 @dataclass(frozen=True)
@@ -59,14 +59,6 @@ def describe(exc: BaseException) -> str:
     text = getattr(exc, "strerror", None) if isinstance(exc, av.FFmpegError) else None
     text = text or str(exc) or type(exc).__name__
     return " ".join(text.split())
-
-
-def rms_db(samples: np.ndarray) -> float:
-    """RMS level of float samples (full scale 1.0) in dBFS, floored at -120 (digital silence)."""
-    if samples.size == 0:
-        return RMS_FLOOR_DB
-    ms = float(np.mean(np.square(samples, dtype=np.float64)))
-    return max(RMS_FLOOR_DB, 10.0 * math.log10(ms)) if ms > 0 else RMS_FLOOR_DB
 
 
 class _PtsReorder:
@@ -385,7 +377,7 @@ def _finish_audio(audio: AudioSink, video_start: float, dst: Path, id_: str,
     write_audio(dst / rel, samples, settings.sample_rate, settings.audio_format)
     quantized = np.round(np.clip(samples, -1.0, 1.0) * 32767.0) / 32767.0
     return {"has_audio": True, "audio_path": rel, "sample_rate": settings.sample_rate,
-            "audio_rms_db": round(rms_db(quantized), 2), "audio_shift_s": round(shift, 6)}
+            "audio_rms_db": round(rms_dbfs(quantized), 2), "audio_shift_s": round(shift, 6)}
 
 
-__all__ = ["ConversionError", "EncodeSettings", "convert", "describe", "rms_db", "write_audio"]
+__all__ = ["ConversionError", "EncodeSettings", "convert", "describe", "write_audio"]

@@ -21,10 +21,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from avssl.data.level import rms_dbfs as rms_db
 from avssl.data.writer import write_av
 from avssl.preprocess import PreprocessError, merge, preprocess, scan_videos
 from avssl.preprocess.cli import add_arguments, run
-from avssl.preprocess.encode import AudioSink, _PtsReorder, rms_db
+from avssl.preprocess.encode import AudioSink, _PtsReorder
 from avssl.preprocess.probe import output_size
 from avssl.preprocess.runner import remove_stale_temporaries
 from avssl.preprocess.scan import parse_shard
