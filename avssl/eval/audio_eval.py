@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avssl.config import Config
-from avssl.eval.finetune import (
+from avssl.eval.common import (
     add_common_arguments,
     device,
     format_table,

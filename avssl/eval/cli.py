@@ -119,7 +119,7 @@ def load_probe_config(args: argparse.Namespace) -> tuple[Any, Any]:
     """The eval Config and the protocol's settings (:class:`~avssl.eval.linear.LinearSettings`
     or :class:`~avssl.eval.knn.KnnSettings`): the config's ``eval`` section, then ``eval.*``
     overrides, then the flags given on the command line; validated together."""
-    from avssl.eval.finetune import load_eval_config
+    from avssl.eval.common import load_eval_config
     from avssl.eval.knn import KnnSettings
     from avssl.eval.linear import LinearSettings
 

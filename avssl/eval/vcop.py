@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from avssl.config import Config
-from avssl.eval.finetune import (
+from avssl.eval.common import (
     SplitSpec,
     add_common_arguments,
     device,

@@ -4,7 +4,7 @@ The downstream configs (``configs/eval/ucf101.yaml``, ``hmdb51.yaml``) select ro
 manifest's single ``split`` column (``train1`` / ``test1`` by default, ``train<K>`` /
 ``test<K>`` for official split K). A video is in the training set of one split and the test set
 of another, so one manifest carries one split; splits 2 and 3 are manifests of their own, named
-by ``manifest:`` in ``eval.splits`` (:class:`avssl.eval.finetune.SplitSpec`).
+by ``manifest:`` in ``eval.splits`` (:class:`avssl.eval.common.SplitSpec`).
 
 Two outputs, both written atomically:
 

@@ -17,13 +17,8 @@ import yaml
 from avssl.config import from_dict, load_config
 from avssl.data.synthetic import make_synthetic
 from avssl.eval import audio_eval, finetune, vcop
-from avssl.eval.finetune import (
-    FinetuneSettings,
-    SplitSpec,
-    finetune_split,
-    load_eval_config,
-    multi_clip_accuracy,
-)
+from avssl.eval.common import SplitSpec, load_eval_config
+from avssl.eval.finetune import FinetuneSettings, finetune_split, multi_clip_accuracy
 from avssl.eval.folds import k_fold_splits
 from avssl.eval.vcop import topk_class_recall
 from avssl.methods.base import AVEncoders

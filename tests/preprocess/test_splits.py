@@ -14,7 +14,8 @@ from avssl.cli import main
 from avssl.data.dataset import AVClipDataset
 from avssl.data.manifest import make_id, read_manifest, write_manifest
 from avssl.data.writer import write_av
-from avssl.eval.finetune import FinetuneSettings, load_eval_config
+from avssl.eval.common import load_eval_config
+from avssl.eval.finetune import FinetuneSettings
 from avssl.preprocess import preprocess, scan_videos
 from avssl.preprocess.scan import load_meta
 
