@@ -7,7 +7,8 @@ before pooling, attributes ``out_dim`` and ``feature_dims`` (stage name -> chann
 
 from avssl.models.audio_cnn import AudioCNN
 from avssl.models.common import Encoder, global_pool, init_weights
-from avssl.models.heads import LinearClassifier, ProjectionHead
+from avssl.models.frame import FrameEncoder
+from avssl.models.heads import LinearClassifier, ProjectionHead, predictor
 from avssl.models.r2plus1d import R2Plus1D
 from avssl.models.registry import (
     AUDIO_ENCODERS,
@@ -25,6 +26,7 @@ __all__ = [
     "VIDEO_ENCODERS",
     "AudioCNN",
     "Encoder",
+    "FrameEncoder",
     "LinearClassifier",
     "ProjectionHead",
     "R2Plus1D",
@@ -36,4 +38,5 @@ __all__ = [
     "global_pool",
     "init_weights",
     "load_pretrained",
+    "predictor",
 ]

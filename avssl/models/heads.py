@@ -16,6 +16,14 @@ from torch import Tensor, nn
 from avssl.models.common import Pool, global_pool
 
 
+class FeatureBatchNorm(nn.BatchNorm1d):
+    """BatchNorm over the last axis of (..., C) inputs (every leading axis is a sample), so a
+    head with BN also works per location (:meth:`ProjectionHead.forward_map`)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.reshape(-1, x.shape[-1])).reshape(x.shape)
+
+
 class ProjectionHead(nn.Module):
     """MLP embedding head: (B, in_dim) -> (B, out_dim), L2-normalized when ``normalize``.
 
@@ -26,15 +34,18 @@ class ProjectionHead(nn.Module):
         out_dim: embedding size (128 published).
         normalize: L2-normalize the output (done in float32 so bf16 autocast does not
             round the norms; scores are later divided by a temperature of 0.07).
+        bn: BatchNorm after each hidden Linear, before its ReLU (SimCLR v2, BYOL; Chen et al.
+            2020, Grill et al. 2020). Off keeps the published key layout (Linear at 0, 2, 4).
     """
 
     def __init__(self, in_dim: int, hidden: Sequence[int] = (512, 512), out_dim: int = 128,
-                 normalize: bool = True) -> None:
+                 normalize: bool = True, bn: bool = False) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         d = in_dim
         for h in hidden:
-            layers += [nn.Linear(d, h), nn.ReLU(inplace=True)]
+            layers += [nn.Linear(d, h, bias=not bn), *([FeatureBatchNorm(h)] if bn else []),
+                       nn.ReLU(inplace=True)]
             d = h
         layers.append(nn.Linear(d, out_dim))
         self.projection = nn.Sequential(*layers)
@@ -52,6 +63,12 @@ class ProjectionHead(nn.Module):
         its own; used for sound-source localization on the conv5x grid (B, C, T, H, W).
         """
         return self(fmap.movedim(1, -1)).movedim(-1, 1)
+
+
+def predictor(dim: int, hidden: int = 4096, bn: bool = True) -> ProjectionHead:
+    """The predictor MLP of BYOL / SimSiam (Grill et al. 2020; Chen & He 2021): (B, dim) ->
+    Linear -> BN -> ReLU -> Linear -> (B, dim), not normalized (the loss normalizes)."""
+    return ProjectionHead(dim, hidden=[hidden], out_dim=dim, normalize=False, bn=bn)
 
 
 class LinearClassifier(nn.Module):

@@ -3,7 +3,8 @@
 ``VIDEO_ENCODERS`` / ``AUDIO_ENCODERS`` map ``model.video.arch`` / ``model.audio.arch`` to a
 factory ``(depth, width) -> Encoder``. ``depth`` picks the blocks of ``r2plus1d`` (10, 18, 34)
 and must be 10 for ``audio_cnn``; archs whose name carries the depth (``tv_r2plus1d_18``,
-``tv_r3d_18``, ``resnet18``) ignore it. ``width`` scales every channel count (64 published).
+``tv_r3d_18``, ``resnet18``, the per-frame ``frame_*``) ignore it. ``width`` scales every
+channel count (64 published; the ``frame_resnet*`` backbones keep 64).
 Archs in ``STRIDED_ARCHS`` also take ``model.video.spatial_stride`` (finer conv5x grids).
 """
 
@@ -20,6 +21,7 @@ from torch import nn
 from avssl.config import ConfigError, EncoderConfig, HeadConfig
 from avssl.models.audio_cnn import AudioCNN
 from avssl.models.common import Encoder
+from avssl.models.frame import FrameEncoder
 from avssl.models.heads import ProjectionHead
 from avssl.models.r2plus1d import R2PLUS1D_LAYERS, R2Plus1D
 from avssl.models.resnet_audio import ResNetAudio
@@ -51,6 +53,10 @@ VIDEO_ENCODERS: dict[str, EncoderFactory] = {
     "r2plus1d": _r2plus1d,
     "tv_r2plus1d_18": lambda depth, width: TorchvisionVideoResNet("r2plus1d_18", 18, width),
     "tv_r3d_18": lambda depth, width: TorchvisionVideoResNet("r3d_18", 18, width),
+    # a 2-D backbone per frame (image pretext tasks on video frames; models/frame.py)
+    "frame_resnet18": lambda depth, width: FrameEncoder("resnet18", width),
+    "frame_resnet50": lambda depth, width: FrameEncoder("resnet50", width),
+    "frame_small": lambda depth, width: FrameEncoder("small", width),
 }
 AUDIO_ENCODERS: dict[str, EncoderFactory] = {
     "audio_cnn": _audio_cnn,

@@ -12,6 +12,7 @@ import torchvision
 from torch import nn
 
 from avssl.config import ConfigError, EncoderConfig, HeadConfig
+from avssl.engine.device import channels_last_
 from avssl.models import (
     AUDIO_ENCODERS,
     VIDEO_ENCODERS,
@@ -186,7 +187,9 @@ def _encoders() -> list[tuple[str, nn.Module, tuple[int, ...]]]:
     out = []
     for arch in VIDEO_ENCODERS:
         depth = 10 if arch == "r2plus1d" else 18
-        cfg = EncoderConfig(arch=arch, depth=depth, width=WIDTH)
+        # torchvision's 2-D ResNets per frame keep their width (64)
+        width = 64 if arch.startswith("frame_resnet") else WIDTH
+        cfg = EncoderConfig(arch=arch, depth=depth, width=width)
         out.append((f"video/{arch}", build_video_encoder(cfg), VIDEO_IN))
     for arch in AUDIO_ENCODERS:
         cfg = EncoderConfig(arch=arch, depth=10, width=WIDTH)
@@ -207,7 +210,9 @@ def test_encoder_contract(encoders: list[tuple[str, nn.Module, tuple[int, ...]]]
         x = torch.randn(*shape)
         with torch.no_grad():
             out, feats, grid = enc(x), enc.forward_features(x), enc.forward_grid(x)
-        assert enc.out_dim == 8 * WIDTH, name
+        assert enc.out_dim == enc.feature_dims["conv5x"], name
+        if not name.startswith("video/frame_resnet"):
+            assert enc.out_dim == 8 * WIDTH, name
         assert out.shape == (shape[0], enc.out_dim), name
         assert {"conv2x", "conv3x", "conv4x", "conv5x"} <= set(feats), name
         for stage, t in feats.items():
@@ -232,20 +237,20 @@ def test_channels_last_same_output(encoders: list[tuple[str, nn.Module, tuple[in
         x = torch.randn(*shape)
         with torch.no_grad():
             ref = enc(x)
-            enc.to(memory_format=fmt)
+            channels_last_(enc)  # per weight: 3-D or 2-D format (a frame encoder has 2-D convs)
             got = enc(x.contiguous(memory_format=fmt))
             enc.to(memory_format=torch.contiguous_format)
         assert torch.allclose(got, ref, rtol=1e-4, atol=1e-4), name
 
 
 def test_bf16_autocast(encoders: list[tuple[str, nn.Module, tuple[int, ...]]]) -> None:
-    head = ProjectionHead(8 * WIDTH, [16], 8)
     for name, enc, shape in encoders:
         enc.eval()
+        head = ProjectionHead(enc.out_dim, [16], 8)
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             out = enc(torch.randn(*shape))
             z = head(out)
-        assert out.shape == (shape[0], 8 * WIDTH) and torch.isfinite(out).all(), name
+        assert out.shape == (shape[0], enc.out_dim) and torch.isfinite(out).all(), name
         assert z.dtype == torch.float32
         assert torch.allclose(z.norm(dim=-1), torch.ones(shape[0]), atol=1e-5), name
 
