@@ -272,7 +272,7 @@ class Trainer:
             bar = tqdm(self._loader(), total=self.steps_per_epoch, initial=self.step_in_epoch,
                        desc=f"epoch {self.epoch + 1}/{cfg.train.epochs}", leave=False,
                        disable=not tty, dynamic_ncols=True)
-            t_last, sums, n = time.perf_counter(), {}, 0
+            t_last, sums, n, stop = time.perf_counter(), {}, 0, False
             for batch in bar:
                 vals = self.train_step(move(batch, self.device, self.precision.channels_last))
                 self.step_in_epoch += 1
@@ -300,7 +300,7 @@ class Trainer:
                 if stop:  # train.max_steps: checkpointed above, resumable
                     break
             bar.close()
-            if self.step_in_epoch < self.steps_per_epoch:
+            if stop and self.step_in_epoch < self.steps_per_epoch:  # mid-epoch: no epoch end
                 if dist.is_main():
                     print(f"stopped at train.max_steps={cfg.train.max_steps} (epoch "
                           f"{self.epoch + 1}, step {self.step_in_epoch}/{self.steps_per_epoch})")
