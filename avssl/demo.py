@@ -107,7 +107,8 @@ def _cma_purity(out: Path, manifest: Path) -> dict[str, float] | None:
 def _localize(manifest: Path, out: Path, stats: Path) -> dict[str, Any]:
     """`avssl localize` on the test rows, scored against the synthetic boxes."""
     from avssl.data.manifest import read_manifest, write_manifest
-    from avssl.localize.cli import Options, localize
+    from avssl.localize.cli import localize
+    from avssl.localize.inputs import Options
 
     test = manifest.parent / "manifest_test.jsonl"
     write_manifest(test, [r for r in read_manifest(manifest) if r.get("split") == "test"])

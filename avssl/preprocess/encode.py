@@ -10,7 +10,6 @@ some MP4 files).
 from __future__ import annotations
 
 import heapq
-import math
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 import soundfile as sf
 from av.video.frame import PictureType
 
+from avssl.data.frame_rate import repeats_until
 from avssl.data.level import rms_dbfs
 from avssl.preprocess.probe import choose_audio_stream, choose_video_stream, output_size
 from avssl.utils.atomic import atomic_path
@@ -97,9 +97,9 @@ class _PtsReorder:
 class VideoSink:
     """Frame-rate conversion and H.264 encoding into an MP4 without audio.
 
-    Output frame ``k`` is the last source frame whose time (from the first frame) is <= k/fps;
-    the output ends when the last source frame's display time ends. Exact fractions avoid
-    off-by-one picks when output and source times coincide.
+    Output frame ``k`` is the last source frame whose time (from the first frame) is <= k/fps
+    (:mod:`avssl.data.frame_rate`); the output ends when the last source frame's display time
+    ends. Exact fractions avoid off-by-one picks when output and source times coincide.
     """
 
     def __init__(self, path: Path, stream: av.video.stream.VideoStream,
@@ -165,7 +165,7 @@ class VideoSink:
 
     def _advance(self, t: Fraction) -> int:
         """How many output frames fall before source time ``t`` and are still unwritten."""
-        return max(0, math.ceil(t * self.fps) - self.written)
+        return repeats_until(t, self.fps, self.written)
 
     def _end_time(self) -> Fraction:
         assert self.current is not None

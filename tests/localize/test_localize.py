@@ -18,6 +18,13 @@ from avssl.config import from_dict, to_dict
 from avssl.data.manifest import write_manifest
 from avssl.data.writer import write_av
 from avssl.localize import cli
+from avssl.localize.calibration import (
+    mismatched_confidences,
+    resolve_calibration,
+    specificity_confidences,
+)
+from avssl.localize.inputs import Item, Options
+from avssl.localize.localizer import Work
 from avssl.localize.maps import (
     DECISION_NONE,
     DECISION_SILENT,
@@ -36,6 +43,7 @@ from avssl.localize.maps import (
     standardized_map,
     upsample,
 )
+from avssl.localize.timeline import DecodeError, decode_raw
 from avssl.utils.checkpoint import save_checkpoint
 from avssl.viz.overlay import colormap_lut, contact_sheet, draw_label, overlay, write_overlay_video
 
@@ -174,26 +182,26 @@ def test_decode_raw_resamples_by_timestamps(tmp_path):
     # 8 fps source, frame k has grey level 15 k; read at 16 fps, output frame j shows k = j // 2
     path = write_av(tmp_path / "v.mp4", (np.full((32, 32, 3), 15 * k, np.uint8)
                                           for k in range(12)), 8.0, gop=4, crf=0)
-    dec = cli.decode_raw(path, fps=16.0, sample_rate=16000, max_seconds=10.0, max_size=480,
-                         min_short=32, audio_tail_s=0.5)
+    dec = decode_raw(path, fps=16.0, sample_rate=16000, max_seconds=10.0, max_size=480,
+                     min_short=32, audio_tail_s=0.5)
     levels = dec.frames.reshape(len(dec.frames), -1).mean(1)
     assert len(dec.frames) == 24  # 1.5 s at 16 fps
     assert np.abs(levels - 15 * (np.arange(24) // 2)).max() < 3
     assert dec.audio is None and dec.info["audio_stream"] is None
-    assert len(cli.decode_raw(path, 16.0, 16000, 0.5, 480, 32, 0.5).frames) == 8
+    assert len(decode_raw(path, 16.0, 16000, 0.5, 480, 32, 0.5).frames) == 8
 
 
 @pytest.mark.media
 def test_decode_real_edge_cases(shared_media):
     args = dict(fps=16.0, sample_rate=16000, max_seconds=1.0, max_size=240, min_short=32,
                 audio_tail_s=0.5)
-    multi = cli.decode_raw(shared_media / "25_edge_multistream_nasa.mp4", **args)
+    multi = decode_raw(shared_media / "25_edge_multistream_nasa.mp4", **args)
     assert multi.info["video_stream"] == 3 and multi.info["audio_stream"] == 4
     assert multi.frames.shape == (16, 136, 240, 3)  # 480x270 (largest), long side 240
-    silent = cli.decode_raw(shared_media / "27_edge_silent_audio_track_face.mp4", **args)
+    silent = decode_raw(shared_media / "27_edge_silent_audio_track_face.mp4", **args)
     assert silent.audio is not None and rms_dbfs(silent.audio) == -120.0
-    with pytest.raises(cli.DecodeError, match="decode failed after"):
-        cli.decode_raw(shared_media / "na3_corrupted_h264.mp4", **{**args, "max_seconds": 9})
+    with pytest.raises(DecodeError, match="decode failed after"):
+        decode_raw(shared_media / "na3_corrupted_h264.mp4", **{**args, "max_seconds": 9})
 
 
 # --- the command end to end ----------------------------------------------------------------------
@@ -382,14 +390,14 @@ def test_calibration_null_draws_different_sounds() -> None:
     e0, e1 = torch.eye(4)[0], torch.eye(4)[1]
     works = []
     for v in range(6):
-        w = cli.Work(cli.Item(f"v{v}", Path(f"v{v}.mp4")), Path("unused"))
+        w = Work(Item(f"v{v}", Path(f"v{v}.mp4")), Path("unused"))
         grid = torch.zeros(1, 4, 1, 2, 2)
         grid[0, :, 0, 0, 0] = e0 if v < 3 else e1  # one location shows the video's source
         grid[0, 2, 0, 1:, :] = 1.0  # background elsewhere
         w.grid, w.silent = grid, np.array([False])
         w.audio_emb = (e0 if v < 3 else e1)[None]  # videos 0-2 and 3-5 share a sound kind
         works.append(w)
-    matched, mismatched = cli.mismatched_confidences(works, "contrast", per_clip=2)
+    matched, mismatched = mismatched_confidences(works, "contrast", per_clip=2)
     # own sound: the source location stands out (contrast = max - mean = 1 - 1/4)
     assert matched == pytest.approx([0.75] * 6)
     # 3 of the 5 other windows are kept (the other sound kind), 2 drawn per clip: all flat maps
@@ -421,7 +429,7 @@ def test_specificity_hand_computed() -> None:
 
 
 def _toy_works(n_videos: int = 12, clips: int = 4, offscreen: tuple[int, ...] = ()
-               ) -> list[cli.Work]:
+               ) -> list[Work]:
     """Videos on a 3 x 3 grid, sound kinds 0-3 (video v: kind v % 4), each showing its kind's
     source at one location. Every sound shares one direction (think "loud", "object-like"), and
     the odd videos have a location with that direction strongly (a textured patch, a salient
@@ -441,7 +449,7 @@ def _toy_works(n_videos: int = 12, clips: int = 4, offscreen: tuple[int, ...] = 
             grid[:, 4, 0, tex // 3, tex % 3] += 3.0
         sound = (kind + 2) % 4 if v in offscreen else kind
         audio = e[sound] + 0.9 * e[4] + 0.1 * torch.randn(clips, 8, generator=g)
-        w = cli.Work(cli.Item(f"v{v}", Path(f"v{v}.mp4")), Path("unused"))
+        w = Work(Item(f"v{v}", Path(f"v{v}.mp4")), Path("unused"))
         w.grid = torch.nn.functional.normalize(grid, dim=1)
         w.audio_emb = torch.nn.functional.normalize(audio, dim=1)
         w.silent, w.clips = np.zeros(clips, bool), [{} for _ in range(clips)]
@@ -459,12 +467,12 @@ def test_specificity_holds_where_a_pooled_threshold_fails() -> None:
     works = _toy_works(offscreen=offscreen)
     in_view = [w for v, w in enumerate(works) if v not in offscreen]
 
-    matched, mismatched = cli.mismatched_confidences(works, "contrast")
+    matched, mismatched = mismatched_confidences(works, "contrast")
     pooled = calibrate_threshold(matched, mismatched, kind="contrast")
     conf = [source_confidence(cosine_maps(w.grid, w.audio_emb), "contrast") for w in in_view]
     assert np.mean([float(c) >= pooled.threshold for cs in conf for c in cs]) < 0.2
 
-    matched, mismatched = cli.specificity_confidences(works)
+    matched, mismatched = specificity_confidences(works)
     cal = calibrate_threshold(matched, mismatched, kind="specificity")
     assert cal.source == "calibrated" and cal.n_mismatched == 48 * 32
     assert cal.auroc > 0.85  # the off-screen clips count as matched here
@@ -478,13 +486,13 @@ def test_specificity_holds_where_a_pooled_threshold_fails() -> None:
 
 def test_specificity_falls_back_to_contrast_without_other_sounds() -> None:
     works = _toy_works(n_videos=1)
-    assert cli.specificity_confidences(works) is None
-    cal = cli.resolve_calibration(works, cli.Options())
+    assert specificity_confidences(works) is None
+    cal = resolve_calibration(works, Options())
     assert cal.kind == "contrast" and cal.source == "default"
     assert "instead of 'specificity'" in cal.note
-    cal = cli.resolve_calibration(works, cli.Options(threshold=0.1))
+    cal = resolve_calibration(works, Options(threshold=0.1))
     assert (cal.kind, cal.source, cal.threshold) == ("contrast", "user", 0.1)
     # with other videos, --threshold applies to specificity (and confidences are computed)
     works = _toy_works(n_videos=3)
-    cal = cli.resolve_calibration(works, cli.Options(threshold=2.0))
+    cal = resolve_calibration(works, Options(threshold=2.0))
     assert cal.kind == "specificity" and all(w.confidence is not None for w in works)
