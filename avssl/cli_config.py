@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 
-from avssl.config import Config, ConfigError, dump_config, load_config
+import yaml
+
+from avssl.config import Config, load_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,15 +25,13 @@ def load_checked(path: str, overrides: list[str], require_paths: bool) -> Config
     from avssl.methods import check_config
 
     cfg = load_config(path, overrides, require_paths=require_paths)
-    try:
-        check_config(cfg)
-    except ConfigError as e:
-        src = path + (" (with overrides)" if overrides else "")
-        raise ConfigError(f"{src}: {e}") from None
+    check_config(cfg, path + (" (with overrides)" if overrides else ""))
     return cfg
 
 
 def run(args: argparse.Namespace) -> int:
+    from avssl.methods import resolved_dict
+
     cfg = load_checked(args.config, args.overrides, require_paths=False)
-    print(dump_config(cfg), end="")
+    print(yaml.safe_dump(resolved_dict(cfg), sort_keys=False), end="")
     return 0

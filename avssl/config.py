@@ -114,6 +114,7 @@ class HeadConfig:
                                doc="off: pool conv5x, then project (published); max/avg: "
                                    "project every conv5x location and pool the projections, "
                                    "so training shapes the space localization maps live in")
+    bn: bool = opt(False, doc="BatchNorm after each hidden layer (SimCLR, BYOL)")
 
 
 @dataclass
@@ -122,30 +123,6 @@ class ModelConfig:
     audio: EncoderConfig = field(
         default_factory=lambda: EncoderConfig(arch="audio_cnn"))
     head: HeadConfig = field(default_factory=HeadConfig)
-
-
-@dataclass
-class MethodConfig:
-    name: str = "avid"
-    variant: str = opt("cross", choices=("cross", "self", "joint"))
-    loss: str = opt("nce", choices=("nce", "infonce"))
-    temperature: float = opt(0.07, lo=1e-4)
-    num_negatives: int = opt(1024, lo=1)
-    memory_momentum: float = opt(0.5, lo=0.0, hi=1.0)
-    localization_weight: float = opt(0.0, lo=0.0,
-                                     doc="weight of an in-batch multiple-instance term (EZ-VSL): "
-                                         "each sound vs the best-matching location of every "
-                                         "video; trains the localization maps directly")
-    # CMA
-    init_from: str | None = opt(None, doc="AVID checkpoint to start CMA from")
-    num_positives: int = opt(32, lo=1)
-    positive_negatives: int = opt(64, lo=1, doc="negatives for the positive-set NCE")
-    resample_every: int = opt(5, lo=1, doc="epochs between positive-set mining")
-    cross_weight: float = opt(0.5, lo=0.0)
-    within_weight: float = opt(0.5, lo=0.0)
-    mining_chunk: int = opt(4096, lo=1, doc="rows per CMA mining chunk, at most")
-    mining_memory_gb: float = opt(4.0, lo=0.0, doc="memory for the two (chunk, N) mining "
-                                                   "buffers; sets the chunk below mining_chunk")
 
 
 @dataclass
@@ -175,6 +152,8 @@ class TrainConfig:
     print_every_seconds: float = opt(30.0, lo=0.0, doc="progress line interval when the "
                                                         "output is not a terminal")
     eval_retrieval: bool = True
+    init_from: str | None = opt(None, doc="checkpoint to start from (weights, banks, Z), e.g. "
+                                          "the AVID run CMA continues; ignored on --resume")
 
 
 @dataclass
@@ -185,7 +164,9 @@ class Config:
     run_dir: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    method: MethodConfig = field(default_factory=MethodConfig)
+    method: dict[str, Any] = opt(factory=lambda: {"name": "avid"},
+                                 doc="the training method's settings: `name` and that "
+                                     "method's own keys (validated by avssl.methods)")
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: dict[str, Any] = opt(factory=dict, doc="the evaluation protocol's settings (an "
@@ -340,9 +321,10 @@ def _check_required(obj: Any, prefix: str, src: str) -> None:
 
 
 def from_dict(values: dict[str, Any], cls: type[T] = Config, src: str = "<config>",  # type: ignore[assignment]
-              require_paths: bool = True) -> T:
-    """Build a typed config from a plain dict (validated like a file)."""
-    cfg = _build(cls, values, "", src)
+              require_paths: bool = True, prefix: str = "") -> T:
+    """Build a typed config from a plain dict (validated like a file); ``prefix`` is the
+    dotted key of the section in error messages (e.g. ``method``)."""
+    cfg = _build(cls, values, prefix, src)
     if require_paths:
         _check_required(cfg, "", src)
     return cfg

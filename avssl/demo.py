@@ -216,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = _step("5/7 train CMA (cross-modal agreement) from the AVID checkpoint")
     cma = _train(CONFIG_DIR / "cma.yaml", out, "cma",
-                 [*common, f"method.init_from={out / 'runs/avid/checkpoints/last.pt'}"],
+                 [*common, f"train.init_from={out / 'runs/avid/checkpoints/last.pt'}"],
                  args.fresh)
     _done(t0)
 

@@ -31,7 +31,8 @@ from pathlib import Path
 import torch
 
 from avssl.config import Config, load_config
-from avssl.methods import AVID
+from avssl.methods import build_method
+from avssl.methods.avid import AVID
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PHASES = ("data", "forward", "backward", "optim", "memory")
@@ -40,9 +41,11 @@ PHASES = ("data", "forward", "backward", "optim", "memory")
 def build(cfg_path: Path, rows: int, negatives: int | None) -> tuple[Config, AVID]:
     cfg = load_config(cfg_path, require_paths=False)
     if negatives is not None:
-        cfg.method.num_negatives = negatives
+        cfg.method["num_negatives"] = negatives
     torch.manual_seed(0)
-    return cfg, AVID(cfg, rows)
+    method = build_method(cfg, rows)
+    assert isinstance(method, AVID)
+    return cfg, method
 
 
 def time_steps(method: AVID, video_shape: tuple[int, ...], audio_shape: tuple[int, ...],
@@ -114,7 +117,7 @@ def main() -> None:
         params = sum(p.numel() for p in method.parameters())
         t = time_steps(method, vshape, ashape, args.batch, args.rows, warmup, steps, args.amp)
         total = sum(t.values())
-        print(f"{name:<6}{params / 1e6:>8.2f}M{cfg.method.num_negatives:>6}{steps:>7}"
+        print(f"{name:<6}{params / 1e6:>8.2f}M{cfg.method['num_negatives']:>6}{steps:>7}"
               + "".join(f"{t[p]:>10.4f}" for p in PHASES)
               + f"{total:>10.3f}{args.batch / total:>9.2f}", flush=True)
     print("data = indexing pre-generated tensors (~0 by construction; decoding: bench_loader.py)")

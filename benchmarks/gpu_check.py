@@ -74,8 +74,8 @@ TINY_OVERRIDES = (
     "model.video.width=8", "model.audio.width=8", "model.head.hidden=[32]",
     "model.head.out_dim=16", "data.video.num_frames=4", "data.video.crop_size=32",
     "data.audio.num_frames=32", "data.audio.n_fft=128", "method.num_negatives=64",
-    "method.num_positives=4", "method.positive_negatives=16",
 )
+TINY_CMA_OVERRIDES = ("method.num_positives=4", "method.positive_negatives=16")
 TINY_ROWS, TINY_BATCH = 256, 4
 
 
@@ -108,7 +108,8 @@ def build_config(method: str, tiny: bool, overrides: Sequence[str] = ()) -> avco
     path = CMA_CONFIG if method == "cma" else AVID_CONFIG
     items = list(TINY_OVERRIDES if tiny else ())
     if method == "cma":
-        items.append("method.init_from=null")  # random weights: no AVID checkpoint here
+        items += TINY_CMA_OVERRIDES if tiny else ()
+        items.append("train.init_from=null")  # random weights: no AVID checkpoint here
     return avconfig.load_config(path, [*items, *overrides], require_paths=False)
 
 
@@ -460,7 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"model: video {cfg.model.video.arch}-{cfg.model.video.depth or 18} width "
           f"{cfg.model.video.width}, audio {cfg.model.audio.arch} width {cfg.model.audio.width}"
           f", head {cfg.model.head.hidden}->{cfg.model.head.out_dim}; clip {vshape}, "
-          f"spectrogram {ashape}; {cfg.method.loss} K={cfg.method.num_negatives}, "
+          f"spectrogram {ashape}; {cfg.method['loss']} K={cfg.method['num_negatives']}, "
           f"bank rows {args.num_rows}; {cfg.optim.name} lr {cfg.optim.lr}")
     print(f"batch sizes {args.batch_sizes} per GPU, {args.warmup} warm-up + {args.steps} timed "
           f"steps per setting, seed {args.seed}", flush=True)

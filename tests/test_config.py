@@ -30,8 +30,12 @@ def test_defaults_match_reference(manifest: Path, tmp_path: Path) -> None:
     assert isinstance(cfg, Config)
     assert cfg.data.audio.n_fft == 1024 and cfg.data.audio.hop_length == 240
     assert cfg.data.audio.sample_rate == 24000 and cfg.data.audio.duration == 2.0
-    assert cfg.method.temperature == 0.07 and cfg.method.num_negatives == 1024
-    assert cfg.method.memory_momentum == 0.5 and cfg.method.num_positives == 32
+    from avssl.methods import method_settings
+    from avssl.methods.cma import CMASettings
+
+    m = method_settings(cfg)
+    assert m.name == "avid" and m.temperature == 0.07 and m.num_negatives == 1024
+    assert m.memory_momentum == 0.5 and CMASettings().num_positives == 32
     assert cfg.data.video.color_jitter == [0.4, 0.4, 0.4, 0.2]
 
 
@@ -130,9 +134,9 @@ def test_shipped_configs_load() -> None:
     assert (avid.data.batch_size, avid.optim.lr, avid.train.epochs) == (256, 2e-4, 30)
     assert avid.data.clips_per_video == 10
     cma = load_config(root / "cma" / "audioset.yaml", require_paths=False)
-    assert (cma.method.name, cma.data.batch_size, cma.optim.lr, cma.train.epochs) == (
+    assert (cma.method["name"], cma.data.batch_size, cma.optim.lr, cma.train.epochs) == (
         "cma", 160, 1e-4, 40)
-    assert cma.method.resample_every == 10 and cma.method.num_positives == 32
+    assert cma.method["resample_every"] == 10 and cma.method["num_positives"] == 32
 
 
 # ---------------------------------------------------------------- avssl config / train checks

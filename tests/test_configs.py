@@ -13,7 +13,7 @@ each is run according to where it lives:
 - **training configs** (any other folder under configs/): ``avssl train`` for 2 optimizer steps
   at the config's real architecture and input sizes; only ``data.manifest``,
   ``data.batch_size``, ``data.num_workers`` and ``train.max_steps`` are overridden, plus
-  ``method.init_from`` when the config starts from another run: that must be
+  ``train.init_from`` when the config starts from another run: that must be
   ``<run_dir of another training config>/checkpoints/last.pt`` (CMA from the AVID run of the
   same dataset), and the checkpoint of that run from this test is used.
 
@@ -44,14 +44,15 @@ import yaml
 
 from avssl.cli import main
 from avssl.config import ConfigError, load_config, to_dict
+from avssl.methods import resolved_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 
 #: the keys a training run may override (the step limit, the data location and the loader's
-#: size), plus ``method.init_from`` (the upstream run of this test)
+#: size), plus ``train.init_from`` (the upstream run of this test)
 TRAIN_OVERRIDE_KEYS = {"data.manifest", "data.batch_size", "data.num_workers",
-                       "train.max_steps", "method.init_from"}
+                       "train.max_steps", "train.init_from"}
 TRAIN_STEPS = 2
 BATCH = 2
 
@@ -167,8 +168,9 @@ def base_chain(path: Path) -> list[Path]:
 
 @cache
 def resolved(cid: str) -> dict[str, Any]:
-    """The config ``cid`` resolved (base chain, defaults) as a plain dict."""
-    return to_dict(load_config(BY_ID[cid].path, require_paths=False))
+    """The config ``cid`` resolved (base chain, defaults, the method's own defaults) as a
+    plain dict."""
+    return resolved_dict(load_config(BY_ID[cid].path, require_paths=False))
 
 
 def loadable(cid: str) -> dict[str, Any] | None:
@@ -203,19 +205,19 @@ class Rules:
 
     @staticmethod
     def upstream(cid: str) -> str | None:
-        """The training config whose run ``method.init_from`` of ``cid`` starts from."""
-        init_from = resolved(cid)["method"]["init_from"]
+        """The training config whose run ``train.init_from`` of ``cid`` starts from."""
+        init_from = resolved(cid)["train"]["init_from"]
         if not init_from:
             return None
         want = Path(init_from)
         if want.name != "last.pt" or want.parent.name != "checkpoints":
-            raise RuleError(f"{cid}: method.init_from={init_from} is not "
+            raise RuleError(f"{cid}: train.init_from={init_from} is not "
                             "<run_dir>/checkpoints/last.pt of a training config")
         for other in TRAIN_IDS:
             run_dir = (loadable(other) or {}).get("run_dir")
             if other != cid and run_dir and Path(run_dir) == want.parent.parent:
                 return other
-        raise RuleError(f"{cid}: method.init_from={init_from}: no training config under configs/ "
+        raise RuleError(f"{cid}: train.init_from={init_from}: no training config under configs/ "
                         f"has run_dir {want.parent.parent}")
 
     @staticmethod
@@ -223,7 +225,7 @@ class Rules:
         """The training config whose checkpoint an eval config is evaluated with: the nearest
         config of its ``base:`` chain that is a training config (synthetic_linear ->
         demo/avid); if a base file comes first, among the from-scratch training configs
-        (no ``method.init_from``) of the base's method that inherit it, the one that differs
+        (no ``train.init_from``) of the base's method that inherit it, the one that differs
         from it in the fewest keys (base.yaml -> avid/kinetics: 3 keys, avid/audioset: 6)."""
         train_paths = {BY_ID[t].path.resolve(): t for t in TRAIN_IDS}
         for ancestor in base_chain(BY_ID[cid].path):
@@ -234,7 +236,7 @@ class Rules:
             base_cfg = to_dict(load_config(ancestor, require_paths=False))
             method = base_cfg["method"]["name"]
             candidates = [t for t in TRAIN_IDS if ancestor in base_chain(BY_ID[t].path)
-                          and loadable(t) and not resolved(t)["method"]["init_from"]
+                          and loadable(t) and not resolved(t)["train"]["init_from"]
                           and resolved(t)["method"]["name"] == method]
             if candidates:
                 return min(candidates,
@@ -382,7 +384,7 @@ class Runs:
             if parent.rc != 0 or parent.upstream_error:
                 return Outcome(argv, 1, "", 0.0, upstream_error=f"{cid} starts from the run of "
                                f"{up}, which failed (see test_train[{up}])")
-            argv.append(f"method.init_from={parent.run_dir / 'checkpoints' / 'last.pt'}")
+            argv.append(f"train.init_from={parent.run_dir / 'checkpoints' / 'last.pt'}")
         t0 = time.perf_counter()
         rc, output = run_cli(argv)
         return Outcome(argv, rc, output, time.perf_counter() - t0, run_dir=run_dir,
@@ -536,7 +538,7 @@ def test_train(cid: str, runs: Runs) -> None:
     changed = differing_keys(ckpt["config"], resolved(cid))
     assert changed <= TRAIN_OVERRIDE_KEYS, f"the run changed more than allowed: {sorted(changed)}"
     if res.extra["upstream"]:
-        assert "method.init_from" in changed
+        assert "train.init_from" in changed
     losses = [m["loss"] for m in _metrics(res.run_dir) if m.get("kind") == "train"]
     assert losses and all(math.isfinite(v) for v in losses), losses
 

@@ -6,6 +6,10 @@ long, ``video_start``/``audio_start``/``offset_s`` float seconds. Item ``i`` is 
 ``i % clips_per_video`` of video ``i // clips_per_video``; its randomness comes only from
 ``np.random.default_rng([seed, epoch, i])``, so resuming mid-epoch or changing the number of
 workers gives the same samples.
+
+A method states what its items hold with a :class:`avssl.data.sample.SampleSpec` (several
+augmented views, a temporal positive, audio of another video or time); without one an item is
+the clip with its own audio window, as above.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +29,7 @@ from avssl.config import DataConfig
 from avssl.data.audio import AudioTransform
 from avssl.data.decode import evict_reader, get_reader, read_audio, reset_reader_cache
 from avssl.data.manifest import ManifestError, read_manifest, resolve
+from avssl.data.sample import SampleSpec
 from avssl.data.sampling import ClipSampler, ClipTiming
 from avssl.data.transforms import VideoTransform
 
@@ -50,13 +56,24 @@ class AVClipDataset(Dataset):
             (``clips_per_video`` evenly spaced clips).
         clips_per_video: items per video per epoch. Default ``cfg.clips_per_video``.
         seed: base seed of every item's generator.
+        sample: what a training item holds (views, other audio; see
+            :class:`~avssl.data.sample.SampleSpec`). None or the default spec: the clip and its
+            own audio window. A spec without audio sets ``require_audio`` False by default.
     """
 
     def __init__(self, manifest: str | Path, cfg: DataConfig, split: Any = _CFG,
                  train: bool = True, require_audio: bool | None = None,
                  clip_mode: str | None = None, clips_per_video: int | None = None,
-                 seed: int = 0, return_audio: bool | None = None) -> None:
+                 seed: int = 0, return_audio: bool | None = None,
+                 sample: SampleSpec | None = None) -> None:
         self.manifest = Path(manifest)
+        # None and the default spec take the original path (bit-identical items)
+        self.sample = None if sample is None or sample == SampleSpec() else sample
+        if self.sample is not None:
+            if require_audio is None and not self.sample.needs_audio:
+                require_audio = False
+            if return_audio is None:
+                return_audio = self.sample.audio == "same"
         self.cfg = cfg
         self.split = cfg.split if split is _CFG else split
         self.train = train
@@ -94,8 +111,13 @@ class AVClipDataset(Dataset):
 
         self.sampler = ClipSampler.from_config(cfg)
         self.video_transform = VideoTransform(cfg.video, train=train)
-        self.audio_transform = AudioTransform(cfg.audio, train=train) if self.return_audio \
-            else None
+        wants_audio = self.return_audio or (self.sample is not None
+                                            and self.sample.other_audio is not None)
+        self.audio_transform = AudioTransform(cfg.audio, train=train) if wants_audio else None
+        if self.sample is not None and self.sample.other_audio == "other_video" \
+                and self.num_videos < 2:
+            raise ManifestError(f"{self.manifest}: audio of another video needs at least 2 "
+                                f"videos in split {self.split!r}, found {self.num_videos}")
         self.max_failures = _allowed_failures(cfg.max_failure_fraction, self.num_videos)
         self.failed: dict[int, str] = {}  # video position -> last error, in this process
         # Shared memory, so set_epoch reaches persistent DataLoader workers too.
@@ -133,13 +155,20 @@ class AVClipDataset(Dataset):
         while True:
             t = self.timing(video, clip, rng)
             try:
-                frames, wave = self.decode(video, t)
+                if self.sample is None:
+                    frames, wave = self.decode(video, t)
+                else:
+                    plan = self.plan(video, t, rng)
+                    decoded = self.decode_plan(video, plan)
             except Exception as e:  # any decoder error: replace the sample
                 attempt += 1
-                video = self._on_failure(video, e, i, epoch, attempt)
+                bad, err = (e.video, e.error) if isinstance(e, _PartFailed) else (video, e)
+                video = self._on_failure(bad, err, i, epoch, attempt)
                 rng = np.random.default_rng([self.seed, epoch, i, attempt])
                 continue
-            return self.make_item(video, t, frames, wave, rng)
+            if self.sample is None:
+                return self.make_item(video, t, frames, wave, rng)
+            return self.make_declared_item(video, plan, decoded, rng)
 
     # ------------------------------------------------------------------------------------------
     def timing(self, video: int, clip: int = 0,
@@ -180,6 +209,87 @@ class AVClipDataset(Dataset):
         item["offset_s"] = torch.tensor(t.offset_s, dtype=torch.float32)
         return item
 
+    # ---------------------------------------------------------------- declared samples (spec)
+    def plan(self, video: int, t: ClipTiming, rng: np.random.Generator) -> _Plan:
+        """Where every part of a declared item comes from (draws the views' shifts and the
+        other window from ``rng``, after the clip's own timing)."""
+        spec = self.sample
+        assert spec is not None
+        row = self.rows[video]
+        fps, n = float(row["fps"]), int(row["num_frames"])
+        views = [t] + [self.sampler.shifted(t, float(rng.uniform(-1.0, 1.0)) * spec.view_shift,
+                                            fps, n) for _ in range(spec.views - 1)]
+        other_video, other_start = None, None
+        a = self.cfg.audio
+        if spec.other_audio == "other_video":
+            j = int(rng.integers(self.num_videos - 1))
+            other_video = j + (j >= video)  # any video but this one, uniformly
+            other_start = _window_start(float(rng.uniform(0.0, 1.0)),
+                                        float(self.rows[other_video]["duration"]), a.duration)
+        elif spec.other_audio == "other_time":
+            other_video = video
+            other_start = _far_window(float(rng.uniform(0.0, 1.0)), t.audio_start,
+                                      float(row["duration"]), a.duration, spec.other_gap)
+        if other_start is not None:
+            other_start = round(other_start * a.sample_rate) / a.sample_rate
+        return _Plan(views, other_video, other_start)
+
+    def decode_plan(self, video: int, plan: _Plan
+                    ) -> tuple[list[np.ndarray], np.ndarray | None, np.ndarray | None]:
+        """Frames of every view (one decoder call: shared frames are decoded once), the own
+        window and the other window; a failure raises :class:`_PartFailed` naming the video."""
+        spec = self.sample
+        assert spec is not None
+        try:
+            idx = np.concatenate([v.frame_indices for v in plan.views])
+            frames = get_reader(self.video_path(video), self.backend).get_frames(idx)
+            own = self._window(video, plan.views[0].audio_start) if spec.audio else None
+        except Exception as e:
+            raise _PartFailed(video, e) from e
+        other = None
+        if plan.other_video is not None:
+            assert plan.other_start is not None
+            try:
+                other = self._window(plan.other_video, plan.other_start)
+            except Exception as e:
+                raise _PartFailed(plan.other_video, e) from e
+        T = len(plan.views[0].frame_indices)
+        views = [frames[k * T:(k + 1) * T] for k in range(len(plan.views))]
+        return views, own, other
+
+    def _window(self, video: int, start: float) -> np.ndarray:
+        """The audio window at ``start`` seconds of ``video`` (silence for a row without audio)."""
+        a, row = self.cfg.audio, self.rows[video]
+        if row.get("has_audio") and row.get("audio_path"):
+            return read_audio(resolve(self.manifest, row["audio_path"]), start, a.duration,
+                              a.sample_rate)
+        return np.zeros(round(a.duration * a.sample_rate), np.float32)
+
+    def make_declared_item(self, video: int, plan: _Plan,
+                           decoded: tuple[list[np.ndarray], np.ndarray | None,
+                                          np.ndarray | None],
+                           rng: np.random.Generator) -> dict[str, Any]:
+        """The item of a :class:`SampleSpec`: views, then the own window, then the other one,
+        each augmented with its own draws from ``rng``."""
+        frames, own, other = decoded
+        views = [self.video_transform(f, rng) for f in frames]
+        t = plan.views[0]
+        item: dict[str, Any] = {"video": views[0]} if len(views) == 1 else {"views": views}
+        if own is not None:
+            assert self.audio_transform is not None
+            item["audio"] = self.audio_transform(own, rng)
+        if other is not None:
+            assert self.audio_transform is not None and plan.other_start is not None
+            item["audio_other"] = self.audio_transform(other, rng)
+            item["other_index"] = torch.tensor(plan.other_video, dtype=torch.long)
+            item["other_start"] = torch.tensor(plan.other_start, dtype=torch.float32)
+        item["index"] = torch.tensor(video, dtype=torch.long)
+        item["label"] = torch.tensor(self.label_of(video), dtype=torch.long)
+        item["video_start"] = torch.tensor(t.video_start, dtype=torch.float32)
+        item["audio_start"] = torch.tensor(t.audio_start, dtype=torch.float32)
+        item["offset_s"] = torch.tensor(t.offset_s, dtype=torch.float32)
+        return item
+
     def _on_failure(self, video: int, err: Exception, i: int, epoch: int, attempt: int) -> int:
         """Log and count a failed video; return the video to load instead (or raise)."""
         path = self.video_path(video)
@@ -203,6 +313,44 @@ class AVClipDataset(Dataset):
         # Deterministic replacement from (seed, epoch, item, attempt).
         pick = np.random.default_rng([self.seed, epoch, i, attempt, 1]).integers(len(ok))
         return ok[int(pick)]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A declared item's parts: the clip timing of every view (the first is the item's clip),
+    and the other audio window's video and start (None without one)."""
+
+    views: list[ClipTiming]
+    other_video: int | None
+    other_start: float | None
+
+
+class _PartFailed(Exception):
+    """Decoding one part of a declared item failed: ``video`` is the one to blame."""
+
+    def __init__(self, video: int, error: Exception) -> None:
+        super().__init__(str(error))
+        self.video, self.error = video, error
+
+
+def _window_start(u: float, duration: float, window: float) -> float:
+    """A uniform window start (``u`` in [0, 1)) inside ``duration`` seconds (0 if too short)."""
+    return u * (duration - window) if duration > window else 0.0
+
+
+def _far_window(u: float, own: float, duration: float, window: float, gap: float) -> float:
+    """A window start at least ``gap`` seconds from ``own``, uniform (``u`` in [0, 1)) over the
+    starts that allow it; the farthest start of the video when none does."""
+    last = max(duration - window, 0.0)
+    spans = [(lo, hi) for lo, hi in ((0.0, own - gap), (own + gap, last)) if lo <= hi]
+    if not spans:
+        return 0.0 if own > last - own else last
+    x = u * sum(hi - lo for lo, hi in spans)
+    for lo, hi in spans:
+        if x <= hi - lo:
+            return lo + x
+        x -= hi - lo
+    return spans[-1][1]
 
 
 def _allowed_failures(fraction: float, num_videos: int) -> int:

@@ -105,6 +105,14 @@ class ClipSampler:
             f = round((lo + hi) / 2 * video_fps)
         return self._timing(a0, min(max(f, 0), f_max), video_fps, video_num_frames)
 
+    def shifted(self, t: ClipTiming, shift_s: float, video_fps: float,
+                video_num_frames: int) -> ClipTiming:
+        """The clip ``shift_s`` seconds after ``t`` (before, when negative), on the frame grid and
+        inside the video; the audio window stays ``t``'s (a view of the same moment's sound)."""
+        f_max = self._video_limit(video_fps, video_num_frames, self.clip_duration * video_fps)
+        f = math.floor((t.video_start + shift_s) * video_fps + 0.5)
+        return self._timing(t.audio_start, min(max(f, 0), f_max), video_fps, video_num_frames)
+
     def center(self, duration: float, video_fps: float, video_num_frames: int) -> ClipTiming:
         """Evaluation: the video clip centred in the video, audio centred on the clip."""
         return self.uniform(duration, video_fps, video_num_frames, 1)[0]

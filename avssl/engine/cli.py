@@ -42,9 +42,12 @@ def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir or cfg.run_dir or Path("runs") / Path(args.config).stem)
     from avssl.engine.trainer import train
     from avssl.eval.retrieval import evaluate_cross_modal
+    from avssl.methods import method_spec
     from avssl.utils import distributed as dist
 
-    evaluate = evaluate_cross_modal if cfg.train.eval_retrieval else None
+    # cross-modal retrieval needs both encoders (a video-only method has none to compare)
+    both = {"video", "audio"} <= set(method_spec(cfg).encoders)
+    evaluate = evaluate_cross_modal if cfg.train.eval_retrieval and both else None
     try:
         results = train(cfg, run_dir, resume=args.resume, progress=not args.no_progress,
                         evaluate=evaluate)

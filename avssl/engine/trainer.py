@@ -21,19 +21,21 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from avssl.config import Config, ConfigError, save_config, to_dict
+from avssl.config import Config, ConfigError
 from avssl.data.dataset import AVClipDataset, worker_init
 from avssl.data.sampler import ResumableSampler
 from avssl.engine.device import autocast, channels_last_, move, resolve_precision
 from avssl.engine.logging import RunLogger, StepReporter, plot_losses
 from avssl.engine.optim import build_optimizer, build_scheduler
-from avssl.methods import build_method
+from avssl.methods import method_settings, method_spec, resolved_dict
 from avssl.utils import distributed as dist
+from avssl.utils.atomic import atomic_write_text
 from avssl.utils.checkpoint import load_checkpoint, model_state, save_checkpoint
 
 #: ``evaluate(method, cfg, device, progress) -> {name: value}``, run on the main rank at the end
@@ -75,17 +77,23 @@ def init_from_checkpoint(method: nn.Module, path: str) -> list[str]:
     state = model_state(load_checkpoint(path))
     missing, unexpected = method.load_state_dict(state, strict=False)
     if unexpected:
-        raise ValueError(f"method.init_from: {path} has keys this method does not know: "
+        raise ValueError(f"train.init_from: {path} has keys this method does not know: "
                          f"{unexpected[:5]}")
     return list(missing)
 
 
 class Trainer:
-    """Builds data, method, optimizer from a config and runs (or resumes) the training."""
+    """Builds data, method, optimizer from a config and runs (or resumes) the training.
+
+    Method-agnostic: the method's :class:`~avssl.methods.MethodSpec` says what a sample holds
+    and which class to build; the method's ``param_groups``, ``on_epoch_start`` and
+    ``on_step_end`` are the only other calls (see :mod:`avssl.methods.contract`).
+    """
 
     def __init__(self, cfg: Config, run_dir: str | Path, resume: bool = False,
                  progress: bool = True) -> None:
         self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
+        self.spec, settings = method_spec(cfg), method_settings(cfg)
         check_run_dir(self.run_dir, resume)
         self.info = dist.init_distributed()
         self.device = self.info.device
@@ -96,11 +104,13 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         if self.info.rank == 0:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.run_dir / "config.yaml")
+            atomic_write_text(self.run_dir / "config.yaml",
+                              yaml.safe_dump(resolved_dict(cfg), sort_keys=False))
         dist.barrier()
 
         d = cfg.data
-        self.dataset = AVClipDataset(d.manifest, d, split=d.split, train=True, seed=cfg.seed)
+        self.dataset = AVClipDataset(d.manifest, d, split=d.split, train=True, seed=cfg.seed,
+                                     sample=self.spec.sample(settings))
         world = self.info.world_size
         if d.batch_size % world:
             raise ConfigError(f"data.batch_size: {d.batch_size} is not divisible by the "
@@ -115,25 +125,27 @@ class Trainer:
                               f"{d.manifest}; lower data.batch_size")
 
         self.loader = self._build_loader()
-        self.method = build_method(cfg, num_rows=self.dataset.num_videos).to(self.device)
+        self.method = self.spec.cls(cfg, settings, self.dataset.num_videos).to(self.device)
         if self.precision.channels_last:
             channels_last_(self.method)  # 3-D format for video convs, 2-D for audio
         # --resume without a checkpoint yet (a first job, a demo) starts from init_from too
         resuming = resume and (self.ckpt_dir / "last.pt").is_file()
-        if cfg.method.init_from and not resuming:
-            init_from_checkpoint(self.method, cfg.method.init_from)
+        if cfg.train.init_from and not resuming:
+            init_from_checkpoint(self.method, cfg.train.init_from)
         self.model: nn.Module = self.method
         if world > 1:
             # Banks are kept identical by gathered updates: never broadcast them every step.
             self.model = DistributedDataParallel(
                 self.method, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 broadcast_buffers=False)
-        self.optimizer = build_optimizer(self.method.parameters(), cfg.optim)
+        self.optimizer = build_optimizer(self.method.param_groups(cfg.optim), cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.steps_per_epoch,
                                          cfg.train.epochs)
         self.scaler = torch.amp.GradScaler(enabled=self.precision.amp == "fp16")
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
-        full = self.steps_per_epoch * cfg.train.epochs
+        # the lr schedule and the methods' step hooks span train.epochs; max_steps only stops
+        self.schedule_steps = self.steps_per_epoch * cfg.train.epochs
+        full = self.schedule_steps
         self.total_steps = min(full, cfg.train.max_steps) if cfg.train.max_steps else full
         if resume:
             self._resume()
@@ -152,7 +164,7 @@ class Trainer:
             "step_in_epoch": self.step_in_epoch,
             "global_step": self.global_step,
             **self._rng_state(),
-            "config": to_dict(self.cfg),
+            "config": resolved_dict(self.cfg),
         }
 
     def _rng_state(self) -> dict[str, Any]:
@@ -277,6 +289,7 @@ class Trainer:
                 vals = self.train_step(move(batch, self.device, self.precision.channels_last))
                 self.step_in_epoch += 1
                 self.global_step += 1
+                vals.update(self.method.on_step_end(self.global_step, self.schedule_steps))
                 n += 1
                 for k, v in vals.items():
                     sums[k] = sums.get(k, 0.0) + v

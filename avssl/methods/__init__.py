@@ -1,39 +1,79 @@
-"""Training methods: config name -> class. Each is an nn.Module with ``forward(batch) -> dict``
-holding ``loss`` and named parts, and ``on_epoch_start(epoch) -> dict`` of logged numbers."""
+"""Training methods: config name -> :class:`~avssl.methods.contract.MethodSpec`.
+
+Adding a method is one file under ``avssl/methods/`` (class, settings dataclass, sample
+function), its loss under ``avssl/losses/``, one entry below and a config; the trainer does not
+change (docs/design.md, "The method contract").
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
 
-from avssl.config import Config, ConfigError
+from avssl.config import Config, ConfigError, from_dict, to_dict
+from avssl.methods import avid, cma
 from avssl.methods.avid import AVID
 from avssl.methods.cma import CMA
+from avssl.methods.contract import Method, MethodSettings, MethodSpec, TrainingMethod
 
-METHODS: dict[str, type[nn.Module]] = {
-    "avid": AVID,
-    "cma": CMA,
+METHODS: dict[str, MethodSpec] = {
+    "avid": MethodSpec(avid.AVID, avid.AVIDSettings, ("video", "audio"), avid.sample,
+                       "Morgado et al., Audio-Visual Instance Discrimination, CVPR 2021"),
+    "cma": MethodSpec(cma.CMA, cma.CMASettings, ("video", "audio"), avid.sample,
+                      "Morgado et al., ... with Cross-Modal Agreement, CVPR 2021"),
 }
 
+__all__ = ["AVID", "CMA", "METHODS", "Method", "MethodSettings", "MethodSpec", "TrainingMethod",
+           "build_method", "check_config", "method_settings", "method_spec", "resolved_dict"]
 
-def method_class(cfg: Config) -> type[nn.Module]:
-    """The class of ``cfg.method.name``; :class:`ConfigError` for an unknown name."""
+
+def method_spec(cfg: Config, src: str = "<config>") -> MethodSpec:
+    """The spec of ``cfg.method["name"]``; :class:`ConfigError` for an unknown name."""
+    if not isinstance(cfg.method, dict):
+        raise ConfigError(f"{src}: method: expected a mapping, got {cfg.method!r}")
+    name = cfg.method.get("name", MethodSettings.name)  # no name: the default method
+    if not isinstance(name, str):
+        raise ConfigError(f"{src}: method.name: expected one of {', '.join(METHODS)}, got "
+                          f"{name!r}")
     try:
-        return METHODS[cfg.method.name]
+        return METHODS[name]
     except KeyError:
-        raise ConfigError(f"method.name: unknown method {cfg.method.name!r} "
+        raise ConfigError(f"{src}: method.name: unknown method {name!r} "
                           f"(known: {', '.join(METHODS)})") from None
 
 
-def check_config(cfg: Config) -> None:
-    """Everything ``build_method`` would reject, without data or memory: the method name, and
-    the encoders and heads built on the meta device (unknown arch, a depth the arch lacks, ...).
-    Raises :class:`ConfigError` naming the key."""
-    cls = method_class(cfg)
-    with torch.device("meta"):
-        cls(cfg, 2)  # two rows: the smallest bank with a negative; no storage on "meta"
+def method_settings(cfg: Config, src: str = "<config>") -> Any:
+    """The ``method:`` section validated by its method's own dataclass (an unknown key, a
+    wrong type or a value out of range is one :class:`ConfigError` line naming it)."""
+    spec = method_spec(cfg, src)
+    return from_dict(dict(cfg.method), spec.settings, src, require_paths=False, prefix="method")
 
 
-def build_method(cfg: Config, num_rows: int) -> nn.Module:
-    """The method named by ``cfg.method.name`` for a dataset of ``num_rows`` instances."""
-    return method_class(cfg)(cfg, num_rows)
+def resolved_dict(cfg: Config, src: str = "<config>") -> dict[str, Any]:
+    """``cfg`` as a plain dict with every default of its method's settings filled in (what a
+    run directory's config.yaml and a checkpoint record)."""
+    out = to_dict(cfg)
+    out["method"] = to_dict(method_settings(cfg, src))
+    return out
+
+
+def check_config(cfg: Config, src: str = "<config>") -> None:
+    """Everything ``build_method`` would reject, without data or memory: the method name and
+    settings, and the encoders and heads built on the meta device (unknown arch, a depth the
+    arch lacks, ...). Raises :class:`ConfigError` naming the key."""
+    spec = method_spec(cfg, src)
+    settings = method_settings(cfg, src)
+    spec.sample(settings)
+    try:
+        with torch.device("meta"):
+            spec.cls(cfg, settings, 2)  # two rows: the smallest bank with a negative
+    except ConfigError as e:  # the builders name the key, not the file
+        raise ConfigError(f"{src}: {e}") from None
+
+
+def build_method(cfg: Config, num_rows: int, src: str = "<config>") -> nn.Module:
+    """The method named by ``cfg.method["name"]`` for a dataset of ``num_rows`` instances."""
+    spec = method_spec(cfg, src)
+    return spec.cls(cfg, method_settings(cfg, src), num_rows)

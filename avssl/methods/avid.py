@@ -16,19 +16,44 @@ Optional (``method.localization_weight`` > 0, not in the paper): the multiple-in
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
-from avssl.config import Config
+from avssl.config import Config, opt
+from avssl.data.sample import SampleSpec
 from avssl.losses.localization import mil_contrastive_loss_global
 from avssl.losses.nce import NCEConstant, info_nce_loss, nce_loss
 from avssl.memory.bank import MemoryBank
 from avssl.methods.base import AVEncoders, float32
+from avssl.methods.contract import Method, MethodSettings
 
 # term name -> (embedding, memory bank): "v2a" scores the video embedding against the audio bank
 _PAIRS = {"v2a": ("v", "audio"), "a2v": ("a", "video"), "v2v": ("v", "video"),
           "a2a": ("a", "audio")}
 TERMS = {"cross": ("v2a", "a2v"), "self": ("v2v", "a2a"), "joint": ("v2a", "a2v", "v2v", "a2a")}
+
+
+@dataclass
+class AVIDSettings(MethodSettings):
+    """``method:`` keys of AVID (docs/reference.md section 1.3)."""
+
+    name: str = "avid"
+    variant: str = opt("cross", choices=("cross", "self", "joint"))
+    loss: str = opt("nce", choices=("nce", "infonce"))
+    temperature: float = opt(0.07, lo=1e-4)
+    num_negatives: int = opt(1024, lo=1)
+    memory_momentum: float = opt(0.5, lo=0.0, hi=1.0)
+    localization_weight: float = opt(0.0, lo=0.0,
+                                     doc="weight of an in-batch multiple-instance term (EZ-VSL): "
+                                         "each sound vs the best-matching location of every "
+                                         "video; trains the localization maps directly")
+
+
+def sample(settings: AVIDSettings) -> SampleSpec:
+    """One clip and its own audio window per item."""
+    return SampleSpec()
 
 
 class ContrastTerm(nn.Module):
@@ -53,12 +78,12 @@ class ContrastTerm(nn.Module):
         return nce_loss(pos, neg, log_z, bank.num_rows)
 
 
-class AVID(nn.Module):
+class AVID(Method):
     """Encoders + heads, a memory bank per modality, and the AVID objective."""
 
-    def __init__(self, cfg: Config, num_rows: int) -> None:
+    def __init__(self, cfg: Config, settings: AVIDSettings, num_rows: int) -> None:
         super().__init__()
-        m = cfg.method
+        m = settings
         self.cfg = m
         self.encoders = AVEncoders(cfg)
         dim = self.encoders.embed_dim
@@ -106,6 +131,3 @@ class AVID(nn.Module):
         loss = torch.stack(list(parts.values())).mean() + self.localization_loss(extra)
         self.update_memory(emb, idx)  # after scoring: the positive is the bank's old row
         return {"loss": loss, **parts, **extra}
-
-    def on_epoch_start(self, epoch: int) -> dict[str, float]:
-        return {}

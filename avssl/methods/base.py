@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -12,18 +14,22 @@ from avssl.models.common import global_pool
 
 
 class AVEncoders(nn.Module):
-    """Video encoder + projection head and audio encoder + projection head.
+    """Video encoder + projection head and audio encoder + projection head, or only those of
+    ``modalities`` (a video-only method builds no audio encoder).
 
     Attribute names (``video``, ``video_head``, ``audio``, ``audio_head``) are part of the
-    checkpoint layout (see :mod:`avssl.models.convert`).
+    checkpoint layout (docs/checkpoints.md, :mod:`avssl.models.loading`).
     """
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, modalities: tuple[str, ...] = ("video", "audio")) -> None:
         super().__init__()
-        self.video = build_video_encoder(cfg.model.video)
-        self.audio = build_audio_encoder(cfg.model.audio)
-        self.video_head = build_head(self.video.out_dim, cfg.model.head)
-        self.audio_head = build_head(self.audio.out_dim, cfg.model.head)
+        self.modalities = modalities
+        if "video" in modalities:
+            self.video = build_video_encoder(cfg.model.video)
+            self.video_head = build_head(self.video.out_dim, cfg.model.head)
+        if "audio" in modalities:
+            self.audio = build_audio_encoder(cfg.model.audio)
+            self.audio_head = build_head(self.audio.out_dim, cfg.model.head)
         self.embed_dim = cfg.model.head.out_dim
         self.video_grid_pool = cfg.model.head.video_grid_pool
 
@@ -58,6 +64,20 @@ class AVEncoders(nn.Module):
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         return self.embed_video(batch["video"]), self.embed_audio(batch["audio"])
+
+
+def decay_groups(module: nn.Module, weight_decay: float, **group: Any) -> list[dict[str, Any]]:
+    """``module``'s trainable parameters in two optimizer groups: weights with ``weight_decay``,
+    and biases and normalization parameters (every tensor of one dimension) without it, as
+    SimCLR/BYOL train (Chen et al. 2020; Grill et al. 2020). ``group``: extra keys of both
+    groups (e.g. an ``lr``). Empty groups are left out."""
+    decay, no_decay = [], []
+    for p in module.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay, **group},
+              {"params": no_decay, "weight_decay": 0.0, **group}]
+    return [g for g in groups if g["params"]]
 
 
 def float32(x: Tensor) -> Tensor:

@@ -4,7 +4,7 @@ Instances whose video AND audio memories are both close to instance i's form i's
 agreement(i, j) = min(video_sim(i, j), audio_sim(i, j)), top ``num_positives`` (self excluded).
 The loss mixes the cross-modal instance NCE of AVID with a within-modal NCE in which the
 positive-set memories are positives against ``positive_negatives`` negatives drawn outside the
-set. Training starts from an AVID checkpoint (``method.init_from``); the sets are re-mined every
+set. Training starts from an AVID checkpoint (``train.init_from``); the sets are re-mined every
 ``resample_every`` epochs and saved with the checkpoint.
 
 Mining never builds the N x N matrix: rows are processed in chunks, so memory is
@@ -17,12 +17,29 @@ agree.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from avssl.config import Config, ConfigError
-from avssl.methods.avid import _PAIRS, AVID, ContrastTerm
+from avssl.config import Config, ConfigError, opt
+from avssl.methods.avid import _PAIRS, AVID, AVIDSettings, ContrastTerm
+
+
+@dataclass
+class CMASettings(AVIDSettings):
+    """``method:`` keys of CMA: AVID's (the instance terms) and the positive sets'
+    (docs/reference.md section 1.4)."""
+
+    name: str = "cma"
+    num_positives: int = opt(32, lo=1)
+    positive_negatives: int = opt(64, lo=1, doc="negatives for the positive-set NCE")
+    resample_every: int = opt(5, lo=1, doc="epochs between positive-set mining")
+    cross_weight: float = opt(0.5, lo=0.0)
+    within_weight: float = opt(0.5, lo=0.0)
+    mining_chunk: int = opt(4096, lo=1, doc="rows per CMA mining chunk, at most")
+    mining_memory_gb: float = opt(4.0, lo=0.0, doc="memory for the two (chunk, N) mining "
+                                                   "buffers; sets the chunk below mining_chunk")
 
 
 def mining_chunk_rows(n: int, max_rows: int, memory_gb: float, bytes_per_value: int = 4) -> int:
@@ -61,9 +78,10 @@ def mine_positive_sets(video_mem: Tensor, audio_mem: Tensor, k: int, chunk: int 
 class CMA(AVID):
     """AVID encoders and banks + positive sets mined by cross-modal agreement."""
 
-    def __init__(self, cfg: Config, num_rows: int) -> None:
-        super().__init__(cfg, num_rows)
-        m = cfg.method
+    def __init__(self, cfg: Config, settings: CMASettings, num_rows: int) -> None:
+        super().__init__(cfg, settings, num_rows)
+        m = settings
+        self.cfg: CMASettings = settings
         if m.variant != "cross":
             raise ConfigError(f"method.variant: CMA builds on the cross-modal AVID variant, "
                               f"got {m.variant!r}")

@@ -80,9 +80,7 @@ def convert_state(published: Any) -> tuple[dict[str, Tensor], dict[str, Any]]:
 def published_config(info: dict[str, Any]) -> Config:
     """The config of the published models (R(2+1)D-18, 10-layer audio CNN, 128-d heads)."""
     cfg = Config()
-    cfg.method.name = "cma" if info["cma"] else "avid"
-    if info["cma"]:
-        cfg.method.num_positives = 32
+    cfg.method = {"name": "cma", "num_positives": 32} if info["cma"] else {"name": "avid"}
     return cfg
 
 

@@ -95,8 +95,9 @@ def build_audio_encoder(cfg: EncoderConfig) -> Encoder:
 
 
 def build_head(in_dim: int, cfg: HeadConfig) -> ProjectionHead:
-    """``model.head`` -> L2-normalized MLP (B, in_dim) -> (B, cfg.out_dim)."""
-    return ProjectionHead(in_dim, hidden=cfg.hidden, out_dim=cfg.out_dim)
+    """``model.head`` -> L2-normalized MLP (B, in_dim) -> (B, cfg.out_dim) (with BatchNorm
+    after each hidden layer when ``cfg.bn``)."""
+    return ProjectionHead(in_dim, hidden=cfg.hidden, out_dim=cfg.out_dim, bn=cfg.bn)
 
 
 def load_pretrained(model: nn.Module, path: str | Path, modality: str = "",

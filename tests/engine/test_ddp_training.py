@@ -25,7 +25,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from avssl.config import Config, from_dict
 from avssl.memory.bank import MemoryBank
-from avssl.methods import AVID
+from avssl.methods import build_method
+from avssl.methods.avid import AVID
 from avssl.utils import distributed as D
 
 # spawns 2 processes (gloo)
@@ -75,7 +76,8 @@ def deterministic_negatives(self: MemoryBank, idx: Tensor, k: int,
 def make_method(setup: str = "published") -> AVID:
     """Identical initial weights wherever it is built; encoders in eval mode (see module doc)."""
     torch.manual_seed(0)
-    method = AVID(make_cfg(setup), N_ROWS)
+    method = build_method(make_cfg(setup), N_ROWS)
+    assert isinstance(method, AVID)
     method.encoders.eval()
     return method
 

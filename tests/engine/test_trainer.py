@@ -74,8 +74,9 @@ def test_avid_then_cma(prepared: Path, tmp_path: Path) -> None:
     # CMA starts from the AVID checkpoint: same banks at the start, positive sets mined.
     # (lr 0: the weights CMA ends with are the ones it started from)
     cma_cfg = tiny_config(tmp_path, prepared, method={
-        "name": "cma", "init_from": str(run / "checkpoints" / "last.pt"), "num_positives": 3,
-        "positive_negatives": 4, "resample_every": 1}, train={"epochs": 1}, optim={"lr": 0.0})
+        "name": "cma", "num_positives": 3, "positive_negatives": 4, "resample_every": 1},
+        train={"epochs": 1, "init_from": str(run / "checkpoints" / "last.pt")},
+        optim={"lr": 0.0})
     # --resume with no checkpoint yet (how schedulers and `avssl demo` start jobs) must still
     # start from init_from
     r = avssl_train(cma_cfg, tmp_path / "cma", "--resume")
@@ -145,7 +146,7 @@ def test_bad_config_exits_2(prepared: Path, tmp_path: Path) -> None:
     assert r.returncode == 2
     assert "method.variant: 'diagonal' is not one of" in r.stderr
     assert "Traceback" not in r.stderr
-    r = avssl_train(config, tmp_path / "x", "method.name=cma", "method.init_from=/no/such.pt")
+    r = avssl_train(config, tmp_path / "x", "method.name=cma", "train.init_from=/no/such.pt")
     assert r.returncode == 2 and "checkpoint not found" in r.stderr
 
 

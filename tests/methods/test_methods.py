@@ -34,7 +34,8 @@ def make_cfg(name: str = "avid", variant: str = "cross", **method: Any) -> Confi
                   "audio": {"arch": "audio_cnn", "depth": 10, "width": 4},
                   "head": {"hidden": [16], "out_dim": 8}},
         "method": {"name": name, "variant": variant, "temperature": T, "num_negatives": 6,
-                   "num_positives": 4, "positive_negatives": 5, "resample_every": 3, **method},
+                   **({"num_positives": 4, "positive_negatives": 5, "resample_every": 3}
+                      if name == "cma" else {}), **method},
     }
     return from_dict(values, require_paths=False)
 

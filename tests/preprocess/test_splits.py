@@ -230,8 +230,8 @@ def test_dataset_docs_use_the_configs_paths() -> None:
         if cfg.data.manifest.startswith("prepared/"):
             prepared[cfg.data.manifest] = f
             assert cfg.data.manifest in readme, f"{f}: {cfg.data.manifest} not in the README"
-        if cfg.method.init_from and cfg.method.init_from.startswith("runs/"):
-            run_dir = cfg.method.init_from.split("/checkpoints/")[0]
+        if cfg.train.init_from and cfg.train.init_from.startswith("runs/"):
+            run_dir = cfg.train.init_from.split("/checkpoints/")[0]
             assert run_dir in readme, f"{f}: {run_dir} not in the README"
     assert len(prepared) >= 5
     for f in sorted((ROOT / "datasets").glob("*.yaml")):
