@@ -163,7 +163,9 @@ class AVClipDataset(Dataset):
             except Exception as e:  # any decoder error: replace the sample
                 attempt += 1
                 bad, err = (e.video, e.error) if isinstance(e, _PartFailed) else (video, e)
-                video = self._on_failure(bad, err, i, epoch, attempt)
+                replacement = self._on_failure(bad, err, i, epoch, attempt)
+                if bad == video:  # another video's audio failed: keep this one, redraw that
+                    video = replacement
                 rng = np.random.default_rng([self.seed, epoch, i, attempt])
                 continue
             if self.sample is None:
@@ -217,22 +219,37 @@ class AVClipDataset(Dataset):
         assert spec is not None
         row = self.rows[video]
         fps, n = float(row["fps"]), int(row["num_frames"])
-        views = [t] + [self.sampler.shifted(t, float(rng.uniform(-1.0, 1.0)) * spec.view_shift,
-                                            fps, n) for _ in range(spec.views - 1)]
+        # a whole number of frames, uniform over the grid positions within view_shift (a
+        # continuous draw rounded to the grid could land up to half a frame beyond it)
+        k = math.floor(spec.view_shift * fps + 1e-6)
+        views = [t] + [self.sampler.shifted(t, int(rng.integers(-k, k + 1)) / fps, fps, n)
+                       for _ in range(spec.views - 1)]
         other_video, other_start = None, None
         a = self.cfg.audio
         if spec.other_audio == "other_video":
-            j = int(rng.integers(self.num_videos - 1))
-            other_video = j + (j >= video)  # any video but this one, uniformly
+            other_video = self._other_video(video, rng)
             other_start = _window_start(float(rng.uniform(0.0, 1.0)),
                                         float(self.rows[other_video]["duration"]), a.duration)
         elif spec.other_audio == "other_time":
             other_video = video
+            # the gap rounded up to the sample grid, so the rounded start keeps it
+            gap = math.ceil(spec.other_gap * a.sample_rate - 1e-6) / a.sample_rate
             other_start = _far_window(float(rng.uniform(0.0, 1.0)), t.audio_start,
-                                      float(row["duration"]), a.duration, spec.other_gap)
+                                      float(row["duration"]), a.duration, gap)
         if other_start is not None:
             other_start = round(other_start * a.sample_rate) / a.sample_rate
         return _Plan(views, other_video, other_start)
+
+    def _other_video(self, video: int, rng: np.random.Generator) -> int:
+        """Any video but ``video``, uniformly; not one that failed to load in this process
+        (drawn again, with two videos it would be drawn forever)."""
+        if not self.failed:
+            j = int(rng.integers(self.num_videos - 1))
+            return j + (j >= video)
+        others = [v for v in range(self.num_videos) if v != video and v not in self.failed]
+        if not others:
+            raise RuntimeError("audio of another video: every other video failed to load")
+        return others[int(rng.integers(len(others)))]
 
     def decode_plan(self, video: int, plan: _Plan
                     ) -> tuple[list[np.ndarray], np.ndarray | None, np.ndarray | None]:

@@ -29,9 +29,10 @@ class SampleSpec:
     """What one training item holds.
 
     views: augmented views of the clip (1: key ``video``; more: key ``views``, a list).
-    view_shift: seconds; each view after the first starts up to this far (uniform, either
-        direction, on the frame grid) from the first one: a temporal positive. 0: every view
-        shows the same frames, differently augmented.
+    view_shift: seconds; each view after the first starts up to this far from the first one
+        (a whole number of the video's frames, uniform over those within the shift in either
+        direction, then kept inside the video): a temporal positive. 0 (or less than one
+        frame): every view shows the same frames, differently augmented.
     audio: ``"same"`` (the clip's own window, key ``audio``) or None (no audio is decoded).
     other_audio: None, ``"other_video"`` or ``"other_time"`` (key ``audio_other``).
     other_gap: seconds between the starts of the own and the ``"other_time"`` windows, at

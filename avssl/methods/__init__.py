@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from avssl.config import Config, ConfigError, from_dict, to_dict
-from avssl.methods import avid, cma
+from avssl.methods import avc, avid, byol, cma, simclr
 from avssl.methods.avid import AVID
 from avssl.methods.cma import CMA
 from avssl.methods.contract import Method, MethodSettings, MethodSpec, TrainingMethod
@@ -23,6 +23,12 @@ METHODS: dict[str, MethodSpec] = {
                        "Morgado et al., Audio-Visual Instance Discrimination, CVPR 2021"),
     "cma": MethodSpec(cma.CMA, cma.CMASettings, ("video", "audio"), avid.sample,
                       "Morgado et al., ... with Cross-Modal Agreement, CVPR 2021"),
+    "simclr": MethodSpec(simclr.SimCLR, simclr.SimCLRSettings, ("video",), simclr.sample,
+                         "Chen et al., A Simple Framework for Contrastive Learning, ICML 2020"),
+    "byol": MethodSpec(byol.BYOL, byol.BYOLSettings, ("video",), byol.sample,
+                       "Grill et al., Bootstrap Your Own Latent, NeurIPS 2020"),
+    "avc": MethodSpec(avc.AVC, avc.AVCSettings, ("video", "audio"), avc.sample,
+                      "Arandjelovic & Zisserman, Look, Listen and Learn, ICCV 2017"),
 }
 
 __all__ = ["AVID", "CMA", "METHODS", "Method", "MethodSettings", "MethodSpec", "TrainingMethod",
