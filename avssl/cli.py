@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                         "layout"),
     "config": ("avssl.cli_config", "print a resolved config (checks it)"),
     "demo": ("avssl.demo", "the whole pipeline on the synthetic dataset, on CPU"),
+    "compare": ("avssl.compare", "train several methods with one step budget, one table"),
 }
 
 

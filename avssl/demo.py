@@ -121,7 +121,7 @@ def _localize(manifest: Path, out: Path, stats: Path) -> dict[str, Any]:
     return localize(test, ckpt, out / "localization", opts=opts, log=lambda m: None)
 
 
-def _prepare(src: Path, dst: Path, workers: int) -> Path:
+def prepare(src: Path, dst: Path, workers: int) -> Path:
     """`avssl preprocess` at the demo's settings (16 fps, short side 64, 16 kHz); the manifest."""
     from avssl.preprocess import preprocess
 
@@ -129,7 +129,7 @@ def _prepare(src: Path, dst: Path, workers: int) -> Path:
     return dst / "manifest.jsonl"
 
 
-def _probe_data(out: Path, args: argparse.Namespace) -> Path:
+def probe_data(out: Path, args: argparse.Namespace) -> Path:
     """The probe's downstream set: other videos (seed 1) of the same classes, one object each,
     among static clutter discs in the palette's colours; returns its manifest.
 
@@ -144,7 +144,7 @@ def _probe_data(out: Path, args: argparse.Namespace) -> Path:
     make_synthetic(out / "probe_synthetic", num_videos=args.num_videos, classes=args.classes,
                    seed=1, workers=args.workers, distractors=(0, 0), clutter=20,
                    variant=args.variant)
-    return _prepare(out / "probe_synthetic", out / "probe_prepared", args.workers)
+    return prepare(out / "probe_synthetic", out / "probe_prepared", args.workers)
 
 
 def _probe(out: Path, manifest: Path, stats: Path) -> dict[str, Any]:
@@ -194,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
     _done(t0)
 
     t0 = _step(f"2/7 preprocess -> {out / 'prepared'}")
-    manifest = _prepare(out / "synthetic", out / "prepared", args.workers)
+    manifest = prepare(out / "synthetic", out / "prepared", args.workers)
     prepared = manifest.parent
     _done(t0)
 
@@ -227,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = _step(f"7/7 linear probe and kNN beside a random encoder, on a downstream set: "
                f"{args.num_videos} other videos, one object each among clutter of the same "
                f"colours -> {out / 'probe_prepared'}")
-    probe = _probe(out, _probe_data(out, args), stats)
+    probe = _probe(out, probe_data(out, args), stats)
     _done(t0)
 
     purity = _cma_purity(out, manifest)

@@ -17,6 +17,8 @@ import yaml
 
 from avssl.cli import build_parser, main
 
+ROOT = Path(__file__).resolve().parents[1]
+
 PROTOCOLS = ("linear", "knn", "finetune", "retrieval", "audio")
 
 
@@ -288,3 +290,28 @@ def test_localize_no_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
             main(["localize", str(video), "--checkpoint", "c.pt", "--out",
                   str(tmp_path / "o"), *flag])
         assert seen.pop() is disable
+
+
+@pytest.mark.parametrize("config,override,message", [
+    # a key of another method: each method validates its own section
+    ("configs/simclr/synthetic.yaml", "method.num_negatives=5",
+     "method.num_negatives: unknown key"),
+    ("configs/demo/avid.yaml", "method.base_momentum=0.9", "method.base_momentum: unknown key"),
+    ("configs/avc/synthetic.yaml", "method.negatives=same_video",
+     "method.negatives: 'same_video' is not one of"),
+    ("configs/byol/synthetic.yaml", "method.base_momentum=2", "above the maximum 1.0"),
+    ("configs/demo/cma.yaml", "method.name=swav", "method.name: unknown method 'swav'"),
+    ("configs/demo/cma.yaml", "method.init_from=x.pt", "method.init_from: unknown key"),
+])
+@pytest.mark.parametrize("command", ["config", "train"])
+def test_method_section_is_checked_by_its_method(command: str, config: str, override: str,
+                                                 message: str, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """`avssl config` and `avssl train` reject a bad method key in one line naming the file,
+    before any data is read (train: the manifest exists but is never opened)."""
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text("not read\n")
+    extra = [f"data.manifest={manifest}", "--run-dir", str(tmp_path / "run")] \
+        if command == "train" else []
+    err = _one_line_error([command, str(ROOT / config), override, *extra], capsys)
+    assert message in err and config in err

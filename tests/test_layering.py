@@ -3,8 +3,8 @@
 Layers, bottom to top (docs: README "Layout"): utils (atomic writes, errors, distributed
 helpers, checkpoint I/O) < config < data, models, losses, memory < preprocess < methods <
 engine < viz < eval < localize < the command line (``avssl/cli.py``, ``cli_config.py``,
-``demo.py`` and every ``*/cli.py``, which wire the layers together). Lazy imports inside
-functions count too: they are still a dependency.
+``demo.py``, ``compare.py`` and every ``*/cli.py``, which wire the layers together). Lazy
+imports inside functions count too: they are still a dependency.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "avssl"
 RANK = {"utils": 0, "config": 1, "data": 2, "models": 2, "losses": 2, "memory": 2,
         "preprocess": 3, "methods": 4, "engine": 5, "viz": 6, "eval": 7, "localize": 8}
 CLI_RANK = 9
-CLI_MODULES = {"avssl", "avssl.__main__", "avssl.cli", "avssl.cli_config", "avssl.demo"}
+CLI_MODULES = {"avssl", "avssl.__main__", "avssl.cli", "avssl.cli_config", "avssl.demo",
+               "avssl.compare"}
 
 
 def module_name(path: Path) -> str:
