@@ -5,7 +5,11 @@ temporary folder, then measures for each backend:
   loader: AVClipDataset.__getitem__ (8 frames -> 3x8x112x112 with train augmentation, 2 s audio ->
           (1, 200, 257) spectrogram with volume jitter), clips/s;
   raw:    decoding the same frames and audio samples alone (no transforms, no spectrogram);
-and prints loader/raw (goal >= 0.7: the data path adds little on top of decoding). Rates are
+and prints loader/raw (goal >= 0.7: the data path adds little on top of decoding). Then the
+items methods declare (:class:`avssl.data.sample.SampleSpec`: two views of the same frames as
+SimCLR/BYOL, two views 0.5 s apart, the own and another video's audio as AVC) against the plain
+item on the same clips: a second view of the same frames is decoded once and only augmented
+twice, so it should cost well under 2x the one-view item without audio. Rates are
 per CPU second of the process (what one worker with its own core gets; robust to other jobs on
 a shared machine), with wall-clock rates beside them.
 
@@ -29,6 +33,12 @@ from common import make_prepared_dataset, rate
 from avssl.config import DataConfig, VideoConfig
 from avssl.data.dataset import AVClipDataset
 from avssl.data.decode import get_reader, read_audio, reset_reader_cache
+from avssl.data.sample import SampleSpec
+
+SPECS = {"1 view, no audio": SampleSpec(views=1, audio=None),
+         "2 views (SimCLR, BYOL)": SampleSpec(views=2, audio=None),
+         "2 views 0.5 s apart": SampleSpec(views=2, view_shift=0.5, audio=None),
+         "own + other audio (AVC)": SampleSpec(other_audio="other_video")}
 
 
 def bench_backend(manifest: Path, backend: str, clips_per_video: int,
@@ -63,6 +73,24 @@ def bench_backend(manifest: Path, backend: str, clips_per_video: int,
     return best
 
 
+def bench_samples(manifest: Path, clips_per_video: int, repeats: int) -> dict[str, float]:
+    """items/s per CPU second of each :data:`SPECS` entry and of the plain item (pyav)."""
+    cfg = DataConfig(backend="pyav", clips_per_video=clips_per_video,
+                     video=VideoConfig(num_frames=8, fps=16.0, crop_size=112, resize=128))
+    sets = {"plain item (AVID)": AVClipDataset(manifest, cfg, train=True, seed=0)}
+    sets.update({k: AVClipDataset(manifest, cfg, train=True, seed=0, sample=v)
+                 for k, v in SPECS.items()})
+    best = dict.fromkeys(sets, 0.0)
+    for ds in sets.values():  # warm the decoders
+        for i in range(len(ds.rows)):
+            ds[i * ds.clips_per_video]
+    for _ in range(repeats):
+        for name, ds in sets.items():
+            best[name] = max(best[name], rate(ds.__getitem__, range(len(ds)), 1)[0])
+    reset_reader_cache()
+    return best
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--videos", type=int, default=16)
@@ -83,6 +111,11 @@ def main() -> int:
                                                args.repeats)
             print(f"{backend:8s} {lc:7.1f} ({lw:6.1f}) {rc:7.1f} ({rw:6.1f}) "
                   f"{lc / rc:7.2f} ({lw / rw:5.2f})")
+        rates = bench_samples(manifest, args.clips_per_video, args.repeats)
+        base = rates["plain item (AVID)"]
+        print("\ndeclared samples (pyav), items/s per CPU second and cost per item vs plain")
+        for name, r in rates.items():
+            print(f"{name:26s} {r:7.1f}   x{base / r:4.2f}")
     print(f"total {time.perf_counter() - t0:.1f} s")
     return 0
 
