@@ -1,4 +1,5 @@
-"""The pair of encoders with their heads that every audio-visual method trains."""
+"""The encoders and heads a method trains (only the modalities it declares), and its optimizer
+parameter groups."""
 
 from __future__ import annotations
 
