@@ -46,24 +46,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="training configs (default: AVID, CMA, SimCLR, BYOL and AVC on the "
                              "synthetic data: " + " ".join(DEFAULT_CONFIGS) + ")")
     parser.add_argument("--budget-steps", type=int, default=200,
-                        help="optimizer steps per config (train.max_steps)")
+                        help="optimizer steps per config (default: %(default)s)")
     parser.add_argument("--data", default="outputs/demo",
-                        help="the demo's data folder (prepared/, probe_prepared/); generated "
-                             "there when missing")
-    parser.add_argument("--out", default="outputs/compare", help="output folder")
+                        help="the demo's data folder (prepared/, probe_prepared/), generated "
+                             "there when missing (default: %(default)s)")
+    parser.add_argument("--out", default="outputs/compare",
+                        help="output folder (default: %(default)s)")
     parser.add_argument("--num-videos", type=int, default=240,
-                        help="videos to generate when the data are missing (as avssl demo)")
+                        help="videos to generate when the data are missing, as avssl demo "
+                             "(default: %(default)s)")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="overrides for every config (e.g. data.num_workers=0)")
+                        help="overrides for every config, e.g. data.num_workers=0 "
+                             "(default: none)")
     parser.add_argument("--no-random", action="store_true",
                         help="leave out the random-encoder row")
     parser.add_argument("--no-localize", action="store_true",
                         help="skip sound-source localization (the slowest evaluation)")
     parser.add_argument("--fresh", action="store_true", help="retrain runs that exist")
     parser.add_argument("--threads", type=int, default=2,
-                        help="torch intra-op threads (fixed for reproducible float results)")
+                        help="torch intra-op threads, fixed for reproducible float results "
+                             "(default: %(default)s)")
     parser.add_argument("--workers", type=int, default=2,
-                        help="processes for generating and preprocessing missing data")
+                        help="processes for generating and preprocessing missing data "
+                             "(default: %(default)s)")
 
 
 @dataclass
