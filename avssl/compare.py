@@ -224,7 +224,8 @@ def _fmt(v: float | None) -> str:
 
 
 def format_table(rows: list[Row]) -> str:
-    """A Markdown table: method, steps, wall time, then :data:`COLUMNS` (percent)."""
+    """A Markdown table: method, steps, wall time (training and its end-of-run retrieval),
+    then :data:`COLUMNS` (percent)."""
     head = ["method", "steps", "time (s)", *(label for _, label in COLUMNS)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -321,7 +322,7 @@ def compare(configs: list[Path], budget: int, data: Path, out: Path, random_row:
         rows.append(row)
         if i == 0 and random_row:
             arch = cfg.model.video.arch
-            rows.insert(0, Row("random", f"random {arch}", values={
+            rows.insert(0, Row("random", f"random {arch}", note=arch, values={
                 p: probes[p]["top1"]["random"]["conv5x"] for p in probes}))
     table = format_table(rows)
     out.mkdir(parents=True, exist_ok=True)

@@ -44,6 +44,7 @@ def test_compare_five_methods_on_generated_data(tmp_path: Path, monkeypatch: pyt
     result = json.loads((out / "compare.json").read_text())
     rows = {r["name"]: r for r in result["rows"]}
     assert list(rows) == ["random", "avid", "cma", "simclr", "byol", "avc"]
+    assert rows["random"]["note"] == "r2plus1d"  # the first config's architecture, untrained
     for name in ("avid", "cma", "simclr", "byol", "avc"):
         r = rows[name]
         assert r["steps"] == 2 and r["seconds"] > 0
