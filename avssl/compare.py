@@ -17,8 +17,9 @@ A config that starts from another run (``train.init_from`` = the ``run_dir`` of 
 given here, CMA from AVID) starts from that config's run in this comparison, and its steps
 count on top of it (the table says so). The data are those of ``avssl demo`` (``--data``,
 default ``outputs/demo``), generated when missing. Writes ``OUT/compare.json``, ``OUT/compare.md``
-(the table) and ``OUT/compare.png`` (bar chart); runs go to ``OUT/runs/<config>``; a run whose
-results exist is not trained again (``--fresh`` retrains).
+(the table) and ``OUT/compare.png`` (bar chart); runs go to ``OUT/runs/<config>``; a finished run
+is not trained again and an interrupted one continues from its last checkpoint (``--fresh``
+retrains both).
 """
 
 from __future__ import annotations
@@ -144,11 +145,13 @@ def _train(config: Path, run_dir: Path, overrides: list[str], fresh: bool
         print(f"   {run_dir} already trained (--fresh to retrain)", flush=True)
         return saved["results"], saved["seconds"]
     cfg = load_checked(str(config), overrides, require_paths=True)
-    if run_dir.exists():
+    if fresh and run_dir.exists():
         shutil.rmtree(run_dir)
     both = {"video", "audio"} <= set(method_spec(cfg).encoders)
     t0 = time.perf_counter()
-    results = train(cfg, run_dir, progress=True, evaluate=evaluate_cross_modal if both else None)
+    # an interrupted comparison continues its unfinished run from the last checkpoint
+    results = train(cfg, run_dir, resume=True, progress=True,
+                    evaluate=evaluate_cross_modal if both else None)
     seconds = time.perf_counter() - t0
     atomic_write_json(done, {"results": results, "seconds": seconds})
     return results, seconds
