@@ -204,12 +204,16 @@ class AVClipDataset(Dataset):
                 row = self.rows[video]
                 has = bool(row.get("has_audio") and row.get("audio_path"))
                 item["has_audio"] = torch.tensor(has)
-        item["index"] = torch.tensor(video, dtype=torch.long)
-        item["label"] = torch.tensor(self.label_of(video), dtype=torch.long)
-        item["video_start"] = torch.tensor(t.video_start, dtype=torch.float32)
-        item["audio_start"] = torch.tensor(t.audio_start, dtype=torch.float32)
-        item["offset_s"] = torch.tensor(t.offset_s, dtype=torch.float32)
+        item.update(self._where(video, t))
         return item
+
+    def _where(self, video: int, t: ClipTiming) -> dict[str, torch.Tensor]:
+        """The keys every item has: ``index``, ``label`` and the clip's timing."""
+        return {"index": torch.tensor(video, dtype=torch.long),
+                "label": torch.tensor(self.label_of(video), dtype=torch.long),
+                "video_start": torch.tensor(t.video_start, dtype=torch.float32),
+                "audio_start": torch.tensor(t.audio_start, dtype=torch.float32),
+                "offset_s": torch.tensor(t.offset_s, dtype=torch.float32)}
 
     # ---------------------------------------------------------------- declared samples (spec)
     def plan(self, video: int, t: ClipTiming, rng: np.random.Generator) -> _Plan:
@@ -300,11 +304,7 @@ class AVClipDataset(Dataset):
             item["audio_other"] = self.audio_transform(other, rng)
             item["other_index"] = torch.tensor(plan.other_video, dtype=torch.long)
             item["other_start"] = torch.tensor(plan.other_start, dtype=torch.float32)
-        item["index"] = torch.tensor(video, dtype=torch.long)
-        item["label"] = torch.tensor(self.label_of(video), dtype=torch.long)
-        item["video_start"] = torch.tensor(t.video_start, dtype=torch.float32)
-        item["audio_start"] = torch.tensor(t.audio_start, dtype=torch.float32)
-        item["offset_s"] = torch.tensor(t.offset_s, dtype=torch.float32)
+        item.update(self._where(video, t))
         return item
 
     def _on_failure(self, video: int, err: Exception, i: int, epoch: int, attempt: int) -> int:
