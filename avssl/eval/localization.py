@@ -270,16 +270,48 @@ def baseline_maps(kind: str, n: int, height: int, width: int, seed: int = 0) -> 
     raise ValueError(f"unknown baseline {kind!r} (choose from {list(BASELINES)})")
 
 
+def motion_map(frames: Any, size: tuple[int, int] | int) -> np.ndarray:
+    """Frame-difference baseline map (H, W) of a clip: where the pixels change.
+
+    frames: (T, H0, W0, 3) (uint8 or float) -> the mean over t of ``|x[t+1] - x[t]|`` averaged
+    over the colour channels, resized to ``size`` = (H, W) or H = W by area averaging (each
+    output pixel: the mean over the input pixels it covers).
+    Still clips and single frames give all zeros. A map-free predictor that needs the pixels:
+    on videos where only the sources move it is a strong baseline, and a model's maps that do
+    not beat it have learned no more than "what moves" (camera motion makes it weak on real
+    footage).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    x = np.asarray(frames, dtype=np.float32)
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"frames must be (T, H, W, 3), got {x.shape}")
+    if len(x) < 2:
+        return np.zeros(size, np.float32)
+    diff = np.abs(np.diff(x, axis=0)).mean(axis=(0, 3))  # (H0, W0)
+    t = torch.from_numpy(np.ascontiguousarray(diff))[None, None]
+    return F.interpolate(t, size=size, mode="area")[0, 0].numpy()
+
+
 def evaluate_with_baselines(pred_maps: Any, gt_maps: Any, mode: str = "top50", seed: int = 0,
+                            extra: dict[str, Any] | None = None,
                             **params: Any) -> dict[str, Any]:
     """The model's numbers beside the whole-image, centre and random baselines, all binarized
     with the same ``mode``: ``{"model": {...}, "whole_image": {...}, "center": {...},
-    "random": {...}}`` (each as :func:`evaluate`)."""
+    "random": {...}}`` (each as :func:`evaluate`). ``extra``: more baselines that need the
+    data, name -> their maps (N, H, W) (e.g. ``"motion"``: :func:`motion_map` of each clip),
+    scored the same way after the built-in ones."""
     gt, _ = _batched(_np(gt_maps))
     out = {"model": evaluate(pred_maps, gt, mode, **params)}
     n, h, w = gt.shape
     for kind in BASELINES:
         out[kind] = evaluate(baseline_maps(kind, n, h, w, seed), gt, mode, **params)
+    for name, maps in (extra or {}).items():
+        if name in out:
+            raise ValueError(f"baseline {name!r} is already in the table")
+        out[name] = evaluate(maps, gt, mode, **params)
     return out
 
 
@@ -298,5 +330,5 @@ __all__ = [
     "AUC_THRESHOLDS", "BASELINES", "BINARIZATIONS", "LocalizationResult", "auc",
     "baseline_maps", "binarization_params", "binarize", "center_prior", "ciou", "ciou_at",
     "evaluate", "evaluate_result", "evaluate_with_baselines", "format_table", "minmax_normalize",
-    "success_curve",
+    "motion_map", "success_curve",
 ]

@@ -24,12 +24,13 @@ Outputs in ``DIR/<name>/``: ``frame_XX.png`` (``--num-frames`` evenly spaced ove
 ``contact_sheet.png``, ``overlay.mp4`` (every localized frame at the model's fps, with the
 audio), ``result.json``; ``DIR/summary.json`` holds the counts per outcome, the calibration and,
 with ground truth (manifest ``boxes`` or ``--boxes FILE``: Flickr XML, VGG-SS JSON, our
-JSON/JSONL), cIoU@0.5 / AUC with the binarization's name beside the whole-image, centre and
-random baselines, and how often a clip or video whose source the ground truth shows on
-screen was called "no visible source" (``source_decision``). Outcomes per video: "localized"
-(a source in at least one clip), "no visible source", "silent audio", "no audio" (no usable
-audio stream: no heatmap) and "failed" (unreadable file: the run goes on). Exit code 0 when at
-least one video was processed, 1 when every video failed, 2 for bad input (one line on stderr).
+JSON/JSONL), cIoU@0.5 / AUC with the binarization's name beside the whole-image, centre, random
+and motion (frame-difference) baselines, and how often a clip or video whose source the ground
+truth shows on screen was called "no visible source" (``source_decision``). Outcomes per video:
+"localized" (a source in at least one clip), "no visible source", "silent audio", "no audio" (no
+usable audio stream: no heatmap) and "failed" (unreadable file: the run goes on). Exit code 0
+when at least one video was processed, 1 when every video failed, 2 for bad input (one line on
+stderr).
 
 This module is the command line and the run's orchestration; the parts live in
 :mod:`~avssl.localize.inputs` (options, input videos), :mod:`~avssl.localize.timeline`
@@ -127,7 +128,7 @@ def localize(source: str | Path, checkpoint: str | Path, out: str | Path,
                      f"{100 * (cal.matched_above or 0):.0f}% of matched clips above, "
                      f"AUROC {cal.auroc:.2f}")
         log(text + (f"; {cal.note}" if cal.source == "default" else "") + ")")
-        samples: list[tuple[np.ndarray, np.ndarray]] = []
+        samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         results = []
         for w in works:
             try:
@@ -153,9 +154,9 @@ def localize(source: str | Path, checkpoint: str | Path, out: str | Path,
         "localization": None,
     }
     if samples:
-        pred = np.stack([p for p, _ in samples])
-        gt = np.stack([g for _, g in samples])
-        table = evaluate_with_baselines(pred, gt, opts.binarization, seed=opts.seed)
+        pred, gt, motion = (np.stack(x) for x in zip(*samples))
+        table = evaluate_with_baselines(pred, gt, opts.binarization, seed=opts.seed,
+                                        extra={"motion": motion})
         summary["localization"] = table
         log(format_table(table))
     summary["source_decision"] = false_no_source(results)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from avssl.eval.gt import BoxAnnotation
-from avssl.eval.localization import binarize, ciou
+from avssl.eval.localization import binarize, ciou, motion_map
 from avssl.localize.inputs import Item, Options
 from avssl.localize.localizer import Localizer, Work
 from avssl.localize.maps import (
@@ -63,9 +63,10 @@ def _gt_clips(work: Work, ann: BoxAnnotation) -> list[int]:
 
 
 def finish_video(work: Work, loc: Localizer, cal: Calibration, opts: Options,
-                 samples: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
+                 samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, Any]:
     """Decide, score, render and write ``result.json`` of one processed video; appends its
-    (pred map, gt map) pairs at ``eval_size`` to ``samples``; returns the result dict."""
+    (pred map, gt map, motion baseline map) triples at ``eval_size`` to ``samples``; returns the
+    result dict."""
     from avssl.utils.atomic import atomic_write_json
     from avssl.viz.overlay import (
         contact_sheet,
@@ -125,7 +126,8 @@ def finish_video(work: Work, loc: Localizer, cal: Calibration, opts: Options,
                 gt = ann.map_at(t_mid, opts.eval_size, opts.eval_size)
                 entry["source_in_view"] = bool(gt.sum() > 0)
                 if gt.sum() > 0:
-                    samples.append((pred, gt))
+                    size = (opts.eval_size, opts.eval_size)
+                    samples.append((pred, gt, motion_map(frames[clip["frames"]], size)))
                     entry["ciou"] = round(float(ciou(binarize(pred, opts.binarization), gt)), 5)
             result["clips"].append(entry)
             # display heat: the clip's map min-max normalized over the clip, per time slice

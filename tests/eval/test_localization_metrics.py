@@ -33,6 +33,7 @@ from avssl.eval.localization import (
     evaluate_with_baselines,
     format_table,
     minmax_normalize,
+    motion_map,
     success_curve,
 )
 
@@ -174,6 +175,34 @@ def test_baselines_under_each_binarization():
     assert (r1 == baseline_maps("random", 2, 8, 8, seed=3)).all()
     assert not (r1 == baseline_maps("random", 2, 8, 8, seed=4)).all()
     assert "cIoU@0.5" in format_table(table) and "center" in format_table(table)
+
+
+def test_motion_map_is_where_pixels_change() -> None:
+    """A square moving right over a still background: the map is the mean absolute
+    difference of consecutive frames (written out here), high on the square's path and zero
+    elsewhere; a still clip and a single frame give zeros; the extra baseline is scored like
+    the built-in ones."""
+    frames = np.full((5, 16, 16, 3), 100, np.uint8)
+    for t in range(5):
+        frames[t, 4:8, 2 + t:6 + t] = (200, 40, 40)
+    m = motion_map(frames, 16)
+    want = np.abs(np.diff(frames.astype(np.float64), axis=0)).mean(axis=(0, 3))
+    np.testing.assert_allclose(m, want, atol=1e-4)  # same size: resizing changes nothing
+    assert m[:4].max() == 0 and m[8:].max() == 0 and m[4:8, 2:10].min() > 0
+    small = motion_map(frames, (8, 4))
+    assert small.shape == (8, 4) and small[2:4].max() > 0 and small[:2].max() == 0
+    assert not motion_map(np.repeat(frames[:1], 4, 0), 8).any()
+    assert not motion_map(frames[:1], 8).any()
+    with pytest.raises(ValueError, match="T, H, W, 3"):
+        motion_map(frames[..., 0], 8)
+    gt = np.zeros((1, 16, 16))
+    gt[0, 4:8, 2:10] = 1
+    table = evaluate_with_baselines(np.random.default_rng(0).random((1, 16, 16)), gt, "fixed",
+                                    extra={"motion": m[None]})
+    assert list(table) == ["model", "whole_image", "center", "random", "motion"]
+    assert table["motion"]["mean_cIoU"] > 0.5 > table["whole_image"]["mean_cIoU"]
+    with pytest.raises(ValueError, match="already"):
+        evaluate_with_baselines(m[None], gt, "fixed", extra={"center": m[None]})
 
 
 # --- ground truth ---------------------------------------------------------------------------

@@ -276,8 +276,9 @@ def test_cli_folder_with_boxes_no_audio_and_corrupt(tmp_path, checkpoint, synthe
                                                              abs=1e-5)
     assert 'false "no visible source" with the source in view' in log
     loc = summary["localization"]
-    assert set(loc) == {"model", "whole_image", "center", "random"}
+    assert set(loc) == {"model", "whole_image", "center", "random", "motion"}
     assert loc["model"]["n"] == 8 and loc["model"]["binarization"] == "top50"
+    assert loc["motion"]["n"] == 8 and "motion" in log
     assert loc["whole_image"]["n"] == 8 and "cIoU@0.5" in log
 
     res = json.loads((out / "c0_00000" / "result.json").read_text())
