@@ -7,9 +7,16 @@ and the localization map (the cosine at every location) is what the loss trains.
 InfoNCE in both directions: video i against every sound of the batch, sound i against every
 video.
 
+Side-by-side pairs (:func:`side_by_side`, :func:`split_pairs`; not in EZ-VSL): two clips placed
+next to each other form one input, and each clip's half of the location grid is its bag. The other
+half of the same input is then a negative bag that sees the same receptive fields across the seam,
+so a location scores high for a sound only if what lies *at* that location explains it; bags of
+whole clips cannot teach that when every location's receptive field covers the whole frame.
+
 Distributed policy: anchors are this process's clips, candidates are the clips of every process
 (autograd-aware gather, :func:`avssl.utils.distributed.all_gather_grad`); with DDP's gradient
-averaging this is exactly the loss of one process holding the global batch.
+averaging this is exactly the loss of one process holding the global batch. Pairs are formed
+within each process's batch, so this holds for them too when every process's batch is even.
 """
 
 from __future__ import annotations
@@ -59,3 +66,23 @@ def mil_contrastive_loss_global(video_loc: Tensor, audio: Tensor, temperature: f
     offset = D.rank_offset(video_loc.shape[0], video_loc.device)
     return mil_contrastive_loss(video_loc, audio, temperature, D.all_gather_grad(video_loc),
                                 D.all_gather_grad(audio), offset)
+
+
+def side_by_side(video: Tensor) -> Tensor:
+    """Pairs of neighbouring clips as single inputs: (B, C, T, H, W) -> (B // 2, C, T, H, 2W),
+    clip 2k on the left of clip 2k + 1 (with an odd B the last clip is left out). Neighbours,
+    so that with even per-process batches the pairs of DDP processes are those of one process
+    holding the global batch."""
+    p = video.shape[0] // 2
+    return torch.cat([video[0:2 * p:2], video[1:2 * p:2]], dim=-1)
+
+
+def split_pairs(locations: Tensor) -> Tensor:
+    """Bags of the two clips of each :func:`side_by_side` input, in clip order: (P, T', H', W2, D)
+    location embeddings -> (2P, T' H' (W2 // 2), D), row 2k the left half of input k and row
+    2k + 1 its right half. An odd grid width leaves out the middle column, which straddles both
+    clips."""
+    w = locations.shape[3] // 2
+    left = locations[:, :, :, :w].flatten(1, 3)
+    right = locations[:, :, :, locations.shape[3] - w:].flatten(1, 3)
+    return torch.stack([left, right], dim=1).flatten(0, 1)

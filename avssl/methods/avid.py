@@ -11,7 +11,8 @@ all-gathered embeddings so all ranks hold identical banks (see :mod:`avssl.memor
 noise constant Z is estimated on the first batch, averaged across ranks, then frozen.
 
 Optional (``method.localization_weight`` > 0, not in the paper): the multiple-instance term of
-:mod:`avssl.losses.localization` (EZ-VSL) is added, to train sound-source localization maps.
+:mod:`avssl.losses.localization` (EZ-VSL) is added, to train sound-source localization maps;
+``localization_pairs`` computes it on clips placed side by side in pairs.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch import Tensor, nn
 
 from avssl.config import Config, opt
 from avssl.data.sample import SampleSpec
-from avssl.losses.localization import mil_contrastive_loss_global
+from avssl.losses.localization import mil_contrastive_loss_global, side_by_side, split_pairs
 from avssl.losses.nce import NCEConstant, info_nce_loss, nce_loss
 from avssl.memory.bank import MemoryBank
 from avssl.methods.base import AVEncoders, float32
@@ -49,6 +50,10 @@ class AVIDSettings(MethodSettings):
                                      doc="weight of an in-batch multiple-instance term (EZ-VSL): "
                                          "each sound vs the best-matching location of every "
                                          "video; trains the localization maps directly")
+    localization_pairs: bool = opt(False,
+                                   doc="compute the multiple-instance term on pairs of clips "
+                                       "placed side by side, each clip's half its own bag (one "
+                                       "more video forward per step)")
 
 
 def sample(settings: AVIDSettings) -> SampleSpec:
@@ -114,6 +119,11 @@ class AVID(Method):
         if self.cfg.localization_weight <= 0:
             v, a = self.encoders(batch)
             return {"v": v, "a": a}, {}
+        if self.cfg.localization_pairs:
+            v, a = self.encoders(batch)
+            bags = split_pairs(self.encoders.embed_locations(side_by_side(batch["video"])))
+            return {"v": v, "a": a}, {"loss_mil": mil_contrastive_loss_global(
+                bags, a[:bags.shape[0]], self.cfg.temperature)}
         v, locs = self.encoders.embed_video_and_locations(batch["video"])
         a = self.encoders.embed_audio(batch["audio"])
         assert locs is not None

@@ -59,6 +59,12 @@ class AVEncoders(nn.Module):
             emb = F.normalize(pooled.float(), dim=1)
         return emb, (F.normalize(z.float(), dim=-1) if locations else None)
 
+    def embed_locations(self, video: Tensor) -> Tensor:
+        """(B, 3, T, H, W) -> the L2-normalized embedding of every last-grid location, on its
+        grid: (B, T', H', W', D)."""
+        grid = self.video.forward_grid(video)
+        return F.normalize(self.video_head.projection(grid.movedim(1, -1)).float(), dim=-1)
+
     def embed_audio(self, audio: Tensor) -> Tensor:
         """(B, 1, T_a, F) -> L2-normalized (B, D)."""
         return F.normalize(self.audio_head(self.audio(audio)), dim=1)

@@ -1,7 +1,7 @@
 """AVID trained under DistributedDataParallel on 2 gloo processes equals one process on the
-global batch: banks, Z, loss and gradients, over a few Adam steps. Twice: the published model,
-and the localization setup (finer grid, head on every location, the in-batch multiple-instance
-term whose candidates are gathered across processes).
+global batch: banks, Z, loss and gradients, over a few Adam steps. Three times: the published
+model, the localization setup (finer grid, head on every location, the in-batch multiple-instance
+term whose candidates are gathered across processes), and that term on side-by-side pairs.
 
 Each rank gets 4 of the 8 rows of the global batch (different indices, one index on both ranks
 so the gathered bank update has to merge a duplicate). Negatives are a deterministic function of
@@ -45,12 +45,14 @@ STEPS: list[list[int]] = [
 SETUPS = {
     "published": {},
     "localization": {"video_stride": 8, "video_grid_pool": "max", "localization_weight": 0.5},
+    "localization_pairs": {"video_stride": 8, "video_grid_pool": "max",
+                           "localization_weight": 0.5, "localization_pairs": True},
 }
 # Parameters after 3 Adam steps (and the banks built from them) can differ by Adam's
 # amplification of float noise in near-zero gradients (g / sqrt(v) ~ sign(g)): the
 # localization setup, with its (B, N, L) similarity reductions, needs a looser bound.
-PARAM_ATOL = {"published": 1e-5, "localization": 1e-4}
-BANK_ATOL = {"published": 1e-6, "localization": 1e-5}
+PARAM_ATOL = {"published": 1e-5, "localization": 1e-4, "localization_pairs": 1e-4}
+BANK_ATOL = {"published": 1e-6, "localization": 1e-5, "localization_pairs": 1e-5}
 
 
 def make_cfg(setup: str = "published") -> Config:
@@ -63,7 +65,8 @@ def make_cfg(setup: str = "published") -> Config:
                   "head": {"hidden": [16], "out_dim": 8,
                            "video_grid_pool": extra.get("video_grid_pool", "off")}},
         "method": {"name": "avid", "variant": "cross", "num_negatives": K,
-                   "localization_weight": extra.get("localization_weight", 0.0)},
+                   "localization_weight": extra.get("localization_weight", 0.0),
+                   "localization_pairs": extra.get("localization_pairs", False)},
     }, require_paths=False)
 
 
