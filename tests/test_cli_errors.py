@@ -302,6 +302,8 @@ def test_localize_no_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     ("configs/byol/synthetic.yaml", "method.base_momentum=2", "above the maximum 1.0"),
     ("configs/demo/cma.yaml", "method.name=swav", "method.name: unknown method 'swav'"),
     ("configs/demo/cma.yaml", "method.init_from=x.pt", "method.init_from: unknown key"),
+    ("configs/demo/cma.yaml", "method.localization_weight=0",
+     "method.localization_pairs: the pairs feed the multiple-instance term, which is off"),
 ])
 @pytest.mark.parametrize("command", ["config", "train"])
 def test_method_section_is_checked_by_its_method(command: str, config: str, override: str,

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from avssl.config import Config, opt
+from avssl.config import Config, ConfigError, opt
 from avssl.data.sample import SampleSpec
 from avssl.losses.localization import mil_contrastive_loss_global, side_by_side, split_pairs
 from avssl.losses.nce import NCEConstant, info_nce_loss, nce_loss
@@ -89,6 +89,9 @@ class AVID(Method):
     def __init__(self, cfg: Config, settings: AVIDSettings, num_rows: int) -> None:
         super().__init__()
         m = settings
+        if m.localization_pairs and m.localization_weight <= 0:
+            raise ConfigError("method.localization_pairs: the pairs feed the multiple-instance "
+                              "term, which is off; set method.localization_weight > 0")
         self.cfg = m
         self.encoders = AVEncoders(cfg)
         dim = self.encoders.embed_dim
