@@ -304,6 +304,8 @@ def test_localize_no_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     ("configs/demo/cma.yaml", "method.init_from=x.pt", "method.init_from: unknown key"),
     ("configs/demo/cma.yaml", "method.localization_weight=0",
      "method.localization_pairs: the pairs feed the multiple-instance term, which is off"),
+    ("configs/demo/avid.yaml", "data.batch_size=1",
+     "method.localization_pairs: pairs need 2 clips per process or more; data.batch_size 1"),
 ])
 @pytest.mark.parametrize("command", ["config", "train"])
 def test_method_section_is_checked_by_its_method(command: str, config: str, override: str,

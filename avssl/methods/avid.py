@@ -29,6 +29,7 @@ from avssl.losses.nce import NCEConstant, info_nce_loss, nce_loss
 from avssl.memory.bank import MemoryBank
 from avssl.methods.base import AVEncoders, float32
 from avssl.methods.contract import Method, MethodSettings
+from avssl.utils import distributed as D
 
 # term name -> (embedding, memory bank): "v2a" scores the video embedding against the audio bank
 _PAIRS = {"v2a": ("v", "audio"), "a2v": ("a", "video"), "v2v": ("v", "video"),
@@ -92,6 +93,11 @@ class AVID(Method):
         if m.localization_pairs and m.localization_weight <= 0:
             raise ConfigError("method.localization_pairs: the pairs feed the multiple-instance "
                               "term, which is off; set method.localization_weight > 0")
+        world = D.world_size() if D.is_dist() else 1
+        if m.localization_pairs and cfg.data.batch_size // world < 2:
+            raise ConfigError(f"method.localization_pairs: pairs need 2 clips per process or "
+                              f"more; data.batch_size {cfg.data.batch_size} over {world} "
+                              f"process(es) gives {cfg.data.batch_size // world}")
         self.cfg = m
         self.encoders = AVEncoders(cfg)
         dim = self.encoders.embed_dim
