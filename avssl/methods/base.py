@@ -50,8 +50,8 @@ class AVEncoders(nn.Module):
         embedding of every last-grid location (B, T'H'W', D); one encoder pass."""
         if self.video_grid_pool == "off" and not locations:
             return F.normalize(self.video_head(self.video(video)), dim=1), None
-        grid = self.video.forward_grid(video)
-        z = self.video_head.projection(grid.flatten(2).transpose(1, 2))  # (B, L, D)
+        grid, z = self._grid_and_projections(video)
+        z = z.flatten(1, 3)  # (B, L, D)
         if self.video_grid_pool == "off":
             emb = F.normalize(self.video_head(global_pool(grid, self.video.pool)), dim=1)
         else:
@@ -62,8 +62,13 @@ class AVEncoders(nn.Module):
     def embed_locations(self, video: Tensor) -> Tensor:
         """(B, 3, T, H, W) -> the L2-normalized embedding of every last-grid location, on its
         grid: (B, T', H', W', D)."""
+        return F.normalize(self._grid_and_projections(video)[1].float(), dim=-1)
+
+    def _grid_and_projections(self, video: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, 3, T, H, W) -> the last grid (B, C, T', H', W') and the head's projection of
+        every location on it (B, T', H', W', D), not normalized."""
         grid = self.video.forward_grid(video)
-        return F.normalize(self.video_head.projection(grid.movedim(1, -1)).float(), dim=-1)
+        return grid, self.video_head.projection(grid.movedim(1, -1))
 
     def embed_audio(self, audio: Tensor) -> Tensor:
         """(B, 1, T_a, F) -> L2-normalized (B, D)."""
