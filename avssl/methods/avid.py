@@ -93,7 +93,7 @@ class AVID(Method):
         if m.localization_pairs and m.localization_weight <= 0:
             raise ConfigError("method.localization_pairs: the pairs feed the multiple-instance "
                               "term, which is off; set method.localization_weight > 0")
-        world = D.world_size() if D.is_dist() else 1
+        world = D.world_size()
         if m.localization_pairs and cfg.data.batch_size // world < 2:
             raise ConfigError(f"method.localization_pairs: pairs need 2 clips per process or "
                               f"more; data.batch_size {cfg.data.batch_size} over {world} "
