@@ -2,8 +2,9 @@
 
 generate synthetic videos -> preprocess (the same tool as for Kinetics) -> spectrogram stats ->
 train AVID -> train CMA from it -> cross-modal retrieval and sound-source localization on the
-held-out videos -> linear probe and kNN beside a random encoder on a downstream set (other
-videos of the same classes among clutter). Every step is skipped when its output already
+held-out videos (and the visible-source decision with off-screen soundtracks) -> linear probe
+and kNN beside a random encoder on a downstream set (other videos of the same classes among
+clutter). Every step is skipped when its output already
 exists, so an interrupted demo picks up where it stopped.
 
 Reproducibility: every random draw is seeded (``--seed``: the training seed; the data are
@@ -121,6 +122,73 @@ def _localize(manifest: Path, out: Path, stats: Path) -> dict[str, Any]:
     return localize(test, ckpt, out / "localization", opts=opts, log=lambda m: None)
 
 
+#: the manifest columns that describe a row's soundtrack (swapped by :func:`offscreen_rows`)
+AUDIO_COLUMNS = ("has_audio", "audio_path", "sample_rate", "audio_rms_db", "audio_stream",
+                 "audio_shift_s")
+
+
+def offscreen_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each row's frames with the soundtrack of another row whose class is not in view in them.
+
+    Every sound's source is then off screen, so each "source" call on these rows is a false
+    alarm of the visible-source decision (the other error beside a false "no visible source").
+    A row's classes in view are ``labels_in_view`` (the synthetic generator's column), else its
+    ``label``. Partners are matched greedily in cyclic order, each soundtrack used once; a row
+    left without a partner is dropped. Boxes are dropped (the sound's object is not there);
+    ``audio_from`` names the partner.
+    """
+    n = len(rows)
+    used: set[int] = set()
+    out = []
+    for i, row in enumerate(rows):
+        in_view = set(row.get("labels_in_view", [row.get("label")]))
+        for k in range(1, n):
+            j = (i + k) % n
+            partner = rows[j]
+            if j in used or not partner.get("has_audio") or partner.get("label") in in_view:
+                continue
+            used.add(j)
+            swapped = {c: v for c, v in row.items() if c not in ("boxes", *AUDIO_COLUMNS)}
+            swapped.update({c: partner[c] for c in AUDIO_COLUMNS if c in partner})
+            swapped["audio_from"] = partner["id"]
+            out.append(swapped)
+            break
+    return out
+
+
+def _offscreen(manifest: Path, out: Path, stats: Path) -> dict[str, Any] | None:
+    """`avssl localize` on the held-out videos with off-screen soundtracks
+    (:func:`offscreen_rows`), at the threshold calibrated on the real ones: how many videos
+    and audible clips are called "source" (all false alarms). None without any such row."""
+    from avssl.data.manifest import read_manifest, write_manifest
+    from avssl.localize.cli import localize
+    from avssl.localize.inputs import Options
+
+    rows = offscreen_rows(read_manifest(manifest.parent / "manifest_test.jsonl"))
+    if not rows:
+        return None
+    swapped = manifest.parent / "manifest_offscreen.jsonl"
+    write_manifest(swapped, rows)
+    dst = out / "localization_offscreen"
+    opts = Options(num_frames=1, max_seconds=4.0, audio_stats=str(stats), write_video=False,
+                   binarization="fixed",
+                   calibration_file=str(out / "localization" / "summary.json"))
+    summary = localize(swapped, out / "runs" / "cma" / "checkpoints" / "last.pt", dst,
+                       opts=opts, log=lambda m: None)
+    decisions: dict[str, int] = {}
+    for v in summary["videos"]:
+        result = json.loads((dst / v["dir"] / "result.json").read_text())
+        for d, k in result.get("decisions", {}).items():
+            decisions[d] = decisions.get(d, 0) + k
+    audible = decisions.get("source", 0) + decisions.get("no visible source", 0)
+    videos = len(summary["videos"])
+    false_videos = summary["counts"]["localized"]
+    return {"videos_off_screen": videos, "false_source_videos": false_videos,
+            "false_source_video_rate": round(false_videos / videos, 5),
+            "clips_off_screen": audible, "false_source_clips": decisions.get("source", 0),
+            "false_source_clip_rate": round(decisions.get("source", 0) / max(audible, 1), 5)}
+
+
 def prepare(src: Path, dst: Path, workers: int) -> Path:
     """`avssl preprocess` at the demo's settings (16 fps, short side 64, 16 kHz); the manifest."""
     from avssl.preprocess import preprocess
@@ -222,6 +290,7 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = _step("6/7 sound-source localization on the held-out videos")
     loc = _localize(manifest, out, stats)
+    off = _offscreen(manifest, out, stats)
     _done(t0)
 
     t0 = _step(f"7/7 linear probe and kNN beside a random encoder, on a downstream set: "
@@ -262,6 +331,11 @@ def run(args: argparse.Namespace) -> int:
                   f"{dec['false_no_source_videos']}/{dec['videos_in_view']} videos, "
                   f"{100 * dec['false_no_source_clip_rate']:.1f} % of clips, whose source is "
                   f"in view")
+        if off:  # every sound of these swapped soundtracks is off screen: each "source" errs
+            print(f"   the same decision with another video's soundtrack (its class not in "
+                  f"view): \"source\" for {off['false_source_videos']}/"
+                  f"{off['videos_off_screen']} videos, "
+                  f"{100 * off['false_source_clip_rate']:.1f} % of clips")
     for protocol, res in probe.items():
         top1 = res["top1"]
         pairs = ", ".join(f"{layer} {top1['checkpoint'][layer]:.0f} vs {top1['random'][layer]:.0f}"
@@ -276,6 +350,7 @@ def run(args: argparse.Namespace) -> int:
         "avid": avid, "cma": cma, "cma_purity": purity,
         "localization": loc.get("localization") if loc else None,
         "source_decision": loc.get("source_decision") if loc else None,
+        "off_screen_decision": off,
         "calibration": loc.get("calibration") if loc else None,
         "probe": {p: {"top1": r["top1"], "layers": r["layers"]} for p, r in probe.items()}})
     print(f"\ndemo finished in {seconds:.0f} s; outputs in {out}/")
