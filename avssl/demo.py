@@ -4,8 +4,8 @@ generate synthetic videos -> preprocess (the same tool as for Kinetics) -> spect
 train AVID -> train CMA from it -> cross-modal retrieval and sound-source localization on the
 held-out videos (and the visible-source decision with off-screen soundtracks) -> linear probe
 and kNN beside a random encoder on a downstream set (other videos of the same classes among
-clutter). Every step is skipped when its output already
-exists, so an interrupted demo picks up where it stopped.
+clutter). Every step is skipped when its output already exists, so an interrupted demo picks up
+where it stopped.
 
 Reproducibility: every random draw is seeded (``--seed``: the training seed; the data are
 fixed), and torch's intra-op thread count is fixed (``--threads``, default 2) because it sets
