@@ -50,7 +50,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "choice, which depends on the machine and changes the results)")
     parser.add_argument("--workers", type=int, default=2,
                         help="processes for generation and preprocessing (default: %(default)s)")
+    parser.add_argument("--avid-epochs", type=_positive_int, default=None,
+                        help="AVID epochs (default: configs/demo/avid.yaml's); variant b "
+                             "localizes with --num-videos 960 --avid-epochs 40 (README)")
     parser.add_argument("--fresh", action="store_true", help="retrain even if runs exist")
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
 
 
 def _step(title: str) -> float:
@@ -279,7 +293,8 @@ def run(args: argparse.Namespace) -> int:
     _done(t0)
 
     t0 = _step("4/7 train AVID (cross-modal instance discrimination)")
-    avid = _train(CONFIG_DIR / "avid.yaml", out, "avid", common, args.fresh)
+    epochs = [f"train.epochs={args.avid_epochs}"] if args.avid_epochs else []
+    avid = _train(CONFIG_DIR / "avid.yaml", out, "avid", [*common, *epochs], args.fresh)
     _done(t0)
 
     t0 = _step("5/7 train CMA (cross-modal agreement) from the AVID checkpoint")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from avssl import demo
@@ -99,3 +100,48 @@ def test_demo_localization_and_offscreen_check(tmp_path: Path):
         assert resolve(tiny_prepared.parent / "manifest_offscreen.jsonl", row["audio_path"]) == \
             resolve(tiny_prepared, partner["audio_path"])
     assert (off["false_source_clips"], off["clips_off_screen"]) == (source, audible)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _avid_overrides(tmp_path: Path, monkeypatch, *argv: str) -> list[str]:
+    """The overrides `avssl demo ARGV` trains AVID with (every step before it stubbed out)."""
+    import argparse
+
+    import avssl.data.synthetic
+
+    seen: list[str] = []
+
+    def fake_train(config, out, name, overrides, fresh):
+        seen.extend(overrides)
+        raise _Stop
+
+    prepared = tmp_path / "prepared"
+    prepared.mkdir(exist_ok=True)
+    (prepared / "audio_stats.npz").touch()  # the statistics step is skipped
+    monkeypatch.setattr(avssl.data.synthetic, "make_synthetic", lambda *a, **k: None)
+    monkeypatch.setattr(demo, "prepare", lambda *a: prepared / "manifest.jsonl")
+    monkeypatch.setattr(demo, "_train", fake_train)
+    monkeypatch.setattr(demo, "set_threads", lambda n: {  # leave torch's threads alone
+        "torch_threads": 2, "torch": "", "cpu_capability": "", "machine": "", "processor": ""})
+    parser = argparse.ArgumentParser()
+    demo.add_arguments(parser)
+    with pytest.raises(_Stop):
+        demo.run(parser.parse_args(["--out", str(tmp_path), *argv]))
+    return seen
+
+
+def test_avid_epochs_reaches_the_avid_config(tmp_path: Path, monkeypatch, capsys):
+    assert "train.epochs=40" in _avid_overrides(tmp_path, monkeypatch, "--avid-epochs", "40")
+    plain = _avid_overrides(tmp_path, monkeypatch)
+    assert plain and not any(o.startswith("train.epochs") for o in plain)
+    from avssl.cli import main
+
+    for bad in ("0", "x"):
+        with pytest.raises(SystemExit) as e:
+            main(["demo", "--avid-epochs", bad])
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].endswith(f"argument --avid-epochs: must be an integer >= 1, got {bad!r}")
