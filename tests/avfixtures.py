@@ -1,4 +1,5 @@
-"""Helpers for the data tests: prepared datasets whose content encodes time.
+"""Helpers for the tests: prepared datasets whose content encodes time, and the smallest
+encoder config (:data:`TINY_MODEL`) the localization and demo tests load checkpoints of.
 
 Video frame ``k`` carries ``k`` as 10 bits in black/white 16x16 blocks along its top edge (robust
 to H.264), so a test can tell which frame it got. Audio sample ``n`` has the exact 16-bit value
@@ -18,6 +19,17 @@ from avssl.data.writer import write_av
 
 BITS = 10
 BLOCK = 16
+
+#: a 4-wide R(2+1)D-10 and audio CNN with an 8-d head, 4 frames at 32 px, 1 s of 16 kHz audio
+TINY_MODEL: dict[str, Any] = {
+    "model": {"video": {"arch": "r2plus1d", "depth": 10, "width": 4},
+              "audio": {"arch": "audio_cnn", "depth": 10, "width": 4},
+              "head": {"hidden": [16], "out_dim": 8}},
+    "data": {"video": {"num_frames": 4, "crop_size": 32, "resize": 32},
+             "audio": {"sample_rate": 16000, "feature": "logmel", "n_fft": 512,
+                       "hop_length": 160, "n_mels": 32, "num_frames": 100, "duration": 1.0}},
+    "method": {"num_negatives": 4},
+}
 
 
 def coded_frame(k: int, height: int = 64, width: int = 160, grey: int = 96) -> np.ndarray:

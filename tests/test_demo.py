@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from avfixtures import TINY_MODEL
 
 from avssl import demo
 from avssl.config import from_dict, to_dict
@@ -43,15 +44,6 @@ def test_offscreen_rows_pair_each_video_with_a_sound_not_in_view():
     assert demo.offscreen_rows([_row(0, 0, [0]), _row(1, 0, [0])]) == []
 
 
-TINY = {
-    "model": {"video": {"arch": "r2plus1d", "depth": 10, "width": 4},
-              "audio": {"arch": "audio_cnn", "depth": 10, "width": 4},
-              "head": {"hidden": [16], "out_dim": 8}},
-    "data": {"video": {"num_frames": 4, "crop_size": 32, "resize": 32},
-             "audio": {"sample_rate": 16000, "feature": "logmel", "n_fft": 512,
-                       "hop_length": 160, "n_mels": 32, "num_frames": 100, "duration": 1.0}},
-    "method": {"num_negatives": 4},
-}
 
 
 def test_demo_localization_and_offscreen_check(tmp_path: Path):
@@ -68,7 +60,7 @@ def test_demo_localization_and_offscreen_check(tmp_path: Path):
     preprocess(tmp_path / "src", tmp_path / "prepared", fps=16.0, short_side=40,
                sample_rate=16000, gop=8, workers=1, progress=False)
     tiny_prepared = tmp_path / "prepared" / "manifest.jsonl"
-    cfg = from_dict(TINY, require_paths=False)
+    cfg = from_dict(TINY_MODEL, require_paths=False)
     stats = tmp_path / "audio_stats.npz"
     save_stats(stats, *compute_audio_stats(tiny_prepared, cfg.data))
     ckpt = tmp_path / "runs" / "cma" / "checkpoints" / "last.pt"

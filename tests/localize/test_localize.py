@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from avfixtures import TINY_MODEL
 from torch import nn
 
 from avssl.config import from_dict, to_dict
@@ -206,20 +207,11 @@ def test_decode_real_edge_cases(shared_media):
 
 # --- the command end to end ----------------------------------------------------------------------
 
-TINY = {
-    "model": {"video": {"arch": "r2plus1d", "depth": 10, "width": 4},
-              "audio": {"arch": "audio_cnn", "depth": 10, "width": 4},
-              "head": {"hidden": [16], "out_dim": 8}},
-    "data": {"video": {"num_frames": 4, "crop_size": 32, "resize": 32},
-             "audio": {"sample_rate": 16000, "feature": "logmel", "n_fft": 512,
-                       "hop_length": 160, "n_mels": 32, "num_frames": 100, "duration": 1.0}},
-    "method": {"num_negatives": 4},
-}
 
 
 @pytest.fixture(scope="module")
 def tiny_cfg():
-    return from_dict(TINY, require_paths=False)
+    return from_dict(TINY_MODEL, require_paths=False)
 
 
 @pytest.fixture(scope="module")
