@@ -44,8 +44,6 @@ def test_offscreen_rows_pair_each_video_with_a_sound_not_in_view():
     assert demo.offscreen_rows([_row(0, 0, [0]), _row(1, 0, [0])]) == []
 
 
-
-
 def test_demo_localization_and_offscreen_check(tmp_path: Path):
     """Both localization passes of the demo on real encoded files: the off-screen pass reuses
     the in-view calibration, reads the swapped soundtracks, and its counts are its outcomes."""

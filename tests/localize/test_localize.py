@@ -207,8 +207,6 @@ def test_decode_real_edge_cases(shared_media):
 
 # --- the command end to end ----------------------------------------------------------------------
 
-
-
 @pytest.fixture(scope="module")
 def tiny_cfg():
     return from_dict(TINY_MODEL, require_paths=False)
